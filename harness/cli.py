@@ -1,0 +1,149 @@
+"""The ``seedstab`` command: train families, list the store, analyze families.
+
+The CLI talks to people: it prints, shows progress bars and turns every bad input into
+one line on stderr and exit code 2 (never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from harness.config import ConfigError
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="trained-seed store (default: $SEEDSTAB_STORE or ./.seedstab/store)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the spec's train.device)")
+
+
+def _store_dir(args: argparse.Namespace) -> Path:
+    import os
+
+    from harness.family import DEFAULT_STORE
+
+    return Path(args.store or os.environ.get("SEEDSTAB_STORE") or DEFAULT_STORE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seedstab",
+        description="Regression tests for the seed stability of transformer internals. "
+                    "Train seed families, measure how alike their attention heads and residual "
+                    "streams are, and compare against stored baselines.",
+        epilog="Run the stability suites with pytest: `pytest suites`. See README.md.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train every seed of a spec's families (cached in the store)",
+                       description="Train (or load from the store) every seed of SPEC. SPEC is a family "
+                                   "file, a suite file (all its families) or FILE::FAMILY.")
+    t.add_argument("spec", nargs="+", metavar="SPEC")
+    _add_common(t)
+    t.add_argument("--force", action="store_true", help="retrain even seeds the store already holds")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    ls = sub.add_parser("ls", help="list the trained seeds the store holds")
+    ls.add_argument("--store", default=None, metavar="DIR")
+
+    a = sub.add_parser("analyze", help="compute every stability metric of one or more families",
+                       description="Load or train the families of each SPEC, compute the stability "
+                                   "metrics with seed-bootstrap CIs, write report.json and PNG plots "
+                                   "into --out and print a compact table.")
+    a.add_argument("spec", nargs="+", metavar="SPEC")
+    a.add_argument("--out", required=True, metavar="DIR", help="folder for report.json and the plots")
+    _add_common(a)
+    a.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    a.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _families(specs: Sequence[str]):
+    from harness.config import load_family, load_suite
+
+    out = []
+    for spec in specs:
+        if "::" in spec:
+            out.append(load_family(spec))
+        else:
+            out.extend(load_suite(spec).families.values())
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from harness.family import obtain_family
+    from harness.store import Store
+
+    store = Store(_store_dir(args))
+    for cfg in _families(args.spec):
+        fam = obtain_family(cfg, store=store, device=args.device, force=args.force,
+                            progress=not args.no_progress)
+        n = len(fam.seeds)
+        if fam.trained_now == 0:
+            print(f"{cfg.name}: all {n} seeds already in the store ({fam.fingerprint}, {fam.device_class}); "
+                  "nothing to train")
+        else:
+            print(f"{cfg.name}: trained {fam.trained_now} of {n} seeds ({fam.fingerprint}, {fam.device_class})")
+        for s in fam.seeds:
+            lg = s.log
+            print(f"  seed {s.seed:>3}  final loss {lg.get('final_loss', float('nan')):.4f}  "
+                  f"copy loss {lg.get('final_copy_loss', float('nan')):.4f}  "
+                  f"{lg.get('tokens_per_s', 0):,.0f} tok/s  {lg.get('wall_s', 0):.1f}s"
+                  f"{'  (new)' if s.trained_now else ''}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from harness.store import Store
+
+    store = Store(_store_dir(args))
+    entries = store.entries()
+    if not entries:
+        print(f"the store at {store.root} holds no trained seeds")
+        return 0
+    print(f"{'family':<20} {'fingerprint':<17} {'device':<16} {'seed':<14} {'steps':>6} {'loss':>7} {'MB':>6}")
+    for e in entries:
+        loss = f"{e.final_loss:.3f}" if isinstance(e.final_loss, (int, float)) else "-"
+        print(f"{str(e.name):<20} {e.fingerprint:<17} {e.device_class:<16} {e.seed_key:<14} "
+              f"{e.steps if e.steps is not None else '-':>6} {loss:>7} {e.size_bytes / 1e6:>6.2f}")
+    print(f"{len(entries)} seeds in {store.root}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from harness.report import analyze_command
+
+    return analyze_command(_families(args.spec), out=Path(args.out), store=_store_dir(args),
+                           device=args.device, n_boot=args.n_boot, progress=not args.no_progress)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return {"train": cmd_train, "ls": cmd_ls, "analyze": cmd_analyze}[args.command](args)
+    except ConfigError as e:
+        print(f"seedstab: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"seedstab: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT if isinstance(e, (FileNotFoundError, ValueError)) else 1
+    except KeyboardInterrupt:
+        print("seedstab: interrupted; finished seeds and the last checkpoint are kept in the store",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

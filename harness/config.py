@@ -1,0 +1,627 @@
+"""Family specs: YAML in, frozen dataclasses out, validated, fingerprinted.
+
+A *family* is one training configuration trained under several seeds. YAML is the only
+serialized form. Two file shapes load:
+
+* a family file: top-level ``name``, ``seeds``, ``model``, ``data``, ``train``, ``probe``
+  (and ``extends: other.yaml`` to inherit from another family file);
+* a suite file: ``suite``, optional ``defaults`` (family keys shared by all families),
+  ``families: {name: {...}}`` where a family may ``extends`` another family of the same
+  file by name or a family file by path, and ``expectations`` / ``regression`` sections
+  that the pytest suites read.
+
+Every bad input raises one :class:`ConfigError` naming the file and the dotted key::
+
+    suites/paper.yaml: families.adamw.train.lr: expected a positive float, got 'fast'
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import importlib
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+# Bump when harness/model.py changes what a given config computes (it is in the fingerprint).
+MODEL_VERSION = "gpt-1"
+
+
+class ConfigError(ValueError):
+    """A spec that cannot be used; the message names the file and the dotted key."""
+
+    def __init__(self, source: str | Path, key: str, message: str) -> None:
+        self.source = str(source)
+        self.key = key
+        self.detail = message
+        where = f"{self.source}: {key}: " if key else f"{self.source}: "
+        super().__init__(where + message)
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_layers: int = 2
+    n_heads: int = 4
+    d_model: int = 64
+    d_head: int | None = None  # None: d_model // n_heads
+    d_mlp: int | None = None  # None: 4 * d_model
+    attn_only: bool = False
+    norm: str = "pre"  # pre | post | none
+    positions: str = "learned"  # learned | rotary
+    qk_norm: bool = False
+    tied_embeddings: bool = False
+    activation: str = "gelu"  # gelu | relu | silu
+    init_std: float = 0.02
+    custom: str | None = None  # "module:factory" building a user nn.Module (see harness.model)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_head if self.d_head is not None else self.d_model // self.n_heads
+
+    @property
+    def mlp_dim(self) -> int:
+        return self.d_mlp if self.d_mlp is not None else 4 * self.d_model
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: str = "synthetic"  # synthetic | text | tokens
+    path: str | None = None  # text / tokens: the file (resolved against the spec's folder)
+    vocab_size: int | None = None  # synthetic: required; tokens: default max+1; text: 256
+    seq_len: int = 64
+    language_seed: int = 0  # the synthetic language's structure; not the family seed
+    synthetic: Mapping[str, Any] = field(default_factory=dict)  # generator knobs
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "adam"  # a torch.optim name (case-insensitive) or "module:Class"
+    optimizer_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    lr: float = 1e-4
+    weight_decay: float | None = None  # None: not passed (the optimizer's own default)
+    steps: int = 1000
+    batch_size: int = 32
+    init_seed: int | None = None  # None: the family seed
+    data_seed: int | None = None  # None: the family seed
+    device: str = "auto"  # auto | cpu | cuda | cuda:N  (not part of the fingerprint)
+    threads: int = 1  # CPU threads; fixed because 1 vs 2 threads give different bits
+    checkpoint_every: int = 200
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    n_prompts: int = 64
+    seed: int = 1234
+    path: str | None = None  # a prompts file, one per line (byte-level)
+    seq_len: int | None = None  # None: data.seq_len
+
+
+@dataclass(frozen=True)
+class FamilyConfig:
+    name: str
+    seeds: tuple[int, ...]
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    source: str = "<memory>"  # the file it came from, for messages
+
+    @property
+    def vocab_size(self) -> int:
+        if self.data.vocab_size is not None:
+            return self.data.vocab_size
+        if self.data.kind == "text":
+            return 256
+        raise ConfigError(self.source, "data.vocab_size", "unknown vocabulary size")
+
+    @property
+    def probe_len(self) -> int:
+        return self.probe.seq_len or self.data.seq_len
+
+    def seed_pair(self, seed: int) -> tuple[int, int]:
+        """(init_seed, data_seed) of family seed ``seed``."""
+        init = self.train.init_seed if self.train.init_seed is not None else seed
+        data = self.train.data_seed if self.train.data_seed is not None else seed
+        return init, data
+
+    def seed_key(self, seed: int) -> str:
+        init, data = self.seed_pair(seed)
+        return f"init{init}-data{data}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["seeds"] = list(self.seeds)
+        return _plain(d)
+
+    def replace(self, **sections: Any) -> "FamilyConfig":
+        """A copy with whole sections or section keys replaced, e.g.
+        ``cfg.replace(train={"optimizer": "adamw"})``; validated like a loaded spec."""
+        raw = self.to_dict()
+        raw.pop("source")
+        for key, value in sections.items():
+            if isinstance(value, Mapping) and isinstance(raw.get(key), dict):
+                raw[key] = _merge(raw[key], dict(value))
+            else:
+                raw[key] = value
+        return family_from_dict(raw, source=self.source, key="")
+
+
+# ----------------------------------------------------------------------- fingerprinting
+
+
+def fingerprint(cfg: FamilyConfig) -> str:
+    """Hex digest of everything that changes what training produces, and nothing else.
+
+    In: model, data (a data file by content, not path), train without device, the model
+    code version and the data-generator version. Out: name, seeds (each seed is stored
+    under its own key), probe set, device, tracking and expectations.
+    """
+    from harness.data import GENERATOR_VERSION
+
+    data = dataclasses.asdict(cfg.data)
+    if cfg.data.path is not None:
+        data["path"] = _file_digest(Path(cfg.data.path))
+    train = dataclasses.asdict(cfg.train)
+    for key in ("device", "checkpoint_every", "log_every", "init_seed", "data_seed"):
+        train.pop(key)
+    payload = {
+        "model": dataclasses.asdict(cfg.model),
+        "data": data,
+        "train": train,
+        "model_version": MODEL_VERSION,
+        "generator_version": GENERATOR_VERSION if cfg.data.kind == "synthetic" else None,
+    }
+    blob = json.dumps(_plain(payload), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A loaded suite file: its families (validated) and its raw expectation sections."""
+
+    name: str
+    source: str
+    families: Mapping[str, FamilyConfig]
+    expectations: Mapping[str, Any]
+    regression: Mapping[str, Any]
+
+
+SUITE_KEYS = {"suite", "defaults", "families", "expectations", "regression", "description"}
+FAMILY_KEYS = {"name", "seeds", "model", "data", "train", "probe", "extends", "description"}
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Load a suite file (``families:``) or a single family file as a one-family suite."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    if "families" not in raw:
+        fam = _load_family_file(path, raw, stack=())
+        return Suite(name=fam.name, source=str(path), families={fam.name: fam},
+                     expectations={}, regression={})
+    _check_keys(raw, SUITE_KEYS, path, "")
+    suite_name = raw.get("suite", path.stem)
+    if not isinstance(suite_name, str) or not suite_name:
+        raise ConfigError(path, "suite", f"expected a non-empty string, got {suite_name!r}")
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(path, "defaults", f"expected a mapping, got {type(defaults).__name__}")
+    _check_keys(defaults, FAMILY_KEYS - {"name", "extends"}, path, "defaults")
+    fams_raw = raw["families"]
+    if not isinstance(fams_raw, dict) or not fams_raw:
+        raise ConfigError(path, "families", "expected a non-empty mapping of family name to spec")
+
+    resolved: dict[str, dict] = {}
+
+    def resolve(name: str, stack: tuple[str, ...]) -> dict:
+        key = f"families.{name}"
+        if name in stack:
+            raise ConfigError(path, key + ".extends", "circular extends: " + " -> ".join(stack + (name,)))
+        if name in resolved:
+            return resolved[name]
+        spec = fams_raw[name]
+        if spec is None:
+            spec = {}
+        if not isinstance(spec, dict):
+            raise ConfigError(path, key, f"expected a mapping, got {type(spec).__name__}")
+        _check_keys(spec, FAMILY_KEYS, path, key)
+        spec = dict(spec)
+        parent = spec.pop("extends", None)
+        if parent is None:
+            base = copy.deepcopy(defaults)
+        elif not isinstance(parent, str):
+            raise ConfigError(path, key + ".extends", f"expected a family name or a file path, got {parent!r}")
+        elif parent in fams_raw:
+            base = copy.deepcopy(resolve(parent, stack + (name,)))
+            base.pop("name", None)
+        else:
+            parent_path = (path.parent / parent)
+            if not parent_path.is_file():
+                raise ConfigError(path, key + ".extends",
+                                  f"{parent!r} is neither a family of this file nor an existing file")
+            base = _merge(copy.deepcopy(defaults), _resolved_family_raw(parent_path, stack=(str(path),)))
+            base.pop("name", None)
+        merged = _merge(base, spec)
+        merged.setdefault("name", name)
+        resolved[name] = merged
+        return merged
+
+    families = {}
+    for name in fams_raw:
+        if not isinstance(name, str):
+            raise ConfigError(path, "families", f"family names must be strings, got {name!r}")
+        families[name] = family_from_dict(resolve(name, ()), source=str(path), key=f"families.{name}",
+                                          base_dir=path.parent)
+    return Suite(name=suite_name, source=str(path), families=families,
+                 expectations=_mapping_or_empty(raw, "expectations", path),
+                 regression=_mapping_or_empty(raw, "regression", path))
+
+
+def load_family(path: str | Path, name: str | None = None) -> FamilyConfig:
+    """Load one family: from a family file, or family ``name`` of a suite file.
+
+    ``path`` may also be written ``suite.yaml::name``.
+    """
+    text = str(path)
+    if name is None and "::" in text:
+        text, name = text.split("::", 1)
+    suite = load_suite(text)
+    if name is None:
+        if len(suite.families) != 1:
+            raise ConfigError(text, "families", "this file holds several families "
+                              f"({', '.join(suite.families)}); name one as FILE::NAME")
+        return next(iter(suite.families.values()))
+    if name not in suite.families:
+        raise ConfigError(text, f"families.{name}", f"no such family; this file has: {', '.join(suite.families)}")
+    return suite.families[name]
+
+
+def _load_family_file(path: Path, raw: dict, stack: tuple[str, ...]) -> FamilyConfig:
+    merged = _resolved_family_raw(path, stack=stack, raw=raw)
+    merged.setdefault("name", path.stem)
+    return family_from_dict(merged, source=str(path), key="", base_dir=path.parent)
+
+
+def _resolved_family_raw(path: Path, *, stack: tuple[str, ...], raw: dict | None = None) -> dict:
+    if str(path) in stack:
+        raise ConfigError(path, "extends", "circular extends: " + " -> ".join(stack + (str(path),)))
+    raw = _read_yaml(path) if raw is None else raw
+    if "families" in raw:
+        raise ConfigError(path, "", "a suite file cannot be extended as a family; extend one of its families' files")
+    _check_keys(raw, FAMILY_KEYS, path, "")
+    raw = dict(raw)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(path, "extends", f"expected a file path, got {parent!r}")
+    parent_path = path.parent / parent
+    if not parent_path.is_file():
+        raise ConfigError(path, "extends", f"file {str(parent_path)!r} does not exist")
+    base = _resolved_family_raw(parent_path, stack=stack + (str(path),))
+    base.pop("name", None)
+    # Relative data paths stay relative to the file that named them.
+    for section in ("data", "probe"):
+        p = base.get(section, {}).get("path") if isinstance(base.get(section), dict) else None
+        if isinstance(p, str) and not Path(p).is_absolute():
+            base[section]["path"] = str((parent_path.parent / p).resolve())
+    return _merge(base, raw)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(path, "", "file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(path, "", f"not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        raise ConfigError(path, "", "the file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "", f"expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def _mapping_or_empty(raw: dict, key: str, path: Path) -> dict:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(path, key, f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("optimizer_kwargs",):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _check_keys(raw: Mapping, allowed: set[str], path: str | Path, prefix: str) -> None:
+    for k in raw:
+        if k not in allowed:
+            key = f"{prefix}.{k}" if prefix else str(k)
+            raise ConfigError(path, key, f"unknown key; expected one of: {', '.join(sorted(allowed))}")
+
+
+# -------------------------------------------------------------------------- validation
+
+
+class _V:
+    """Field validators: each returns the cleaned value or raises ConfigError."""
+
+    def __init__(self, source: str, prefix: str) -> None:
+        self.source, self.prefix = source, prefix
+
+    def err(self, key: str, msg: str) -> ConfigError:
+        return ConfigError(self.source, f"{self.prefix}.{key}" if self.prefix else key, msg)
+
+    def int(self, raw: Mapping, key: str, default: Any, *, min: int | None = None, optional: bool = False) -> Any:
+        v = raw.get(key, default)
+        if v is None and optional:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            what = "a positive integer" if min == 1 else ("an integer" if min is None else f"an integer >= {min}")
+            raise self.err(key, f"expected {what}, got {v!r}")
+        if min is not None and v < min:
+            what = "a positive integer" if min == 1 else f"an integer >= {min}"
+            raise self.err(key, f"expected {what}, got {v!r}")
+        return v
+
+    def float(self, raw: Mapping, key: str, default: Any, *, positive: bool = False,
+              nonneg: bool = False, optional: bool = False) -> Any:
+        v = raw.get(key, default)
+        if v is None and optional:
+            return None
+        if isinstance(v, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            kind = "a positive float" if positive else ("a non-negative float" if nonneg else "a float")
+            raise self.err(key, f"expected {kind}, got {v!r}")
+        if positive and v <= 0:
+            raise self.err(key, f"expected a positive float, got {v!r}")
+        if nonneg and v < 0:
+            raise self.err(key, f"expected a non-negative float, got {v!r}")
+        return float(v)
+
+    def bool(self, raw: Mapping, key: str, default: bool) -> bool:
+        v = raw.get(key, default)
+        if not isinstance(v, bool):
+            raise self.err(key, f"expected true or false, got {v!r}")
+        return v
+
+    def choice(self, raw: Mapping, key: str, default: str, choices: tuple[str, ...]) -> str:
+        v = raw.get(key, default)
+        if v not in choices:
+            raise self.err(key, f"expected one of {', '.join(choices)}, got {v!r}")
+        return v
+
+    def str(self, raw: Mapping, key: str, default: Any, *, optional: bool = False) -> Any:
+        v = raw.get(key, default)
+        if v is None and optional:
+            return None
+        if not isinstance(v, str) or not v:
+            raise self.err(key, f"expected a non-empty string, got {v!r}")
+        return v
+
+    def mapping(self, raw: Mapping, key: str) -> dict:
+        v = raw.get(key) or {}
+        if not isinstance(v, dict):
+            raise self.err(key, f"expected a mapping, got {v!r}")
+        return dict(v)
+
+
+def _section(raw: Mapping, key: str, cls: type, source: str, prefix: str) -> dict:
+    v = raw.get(key) or {}
+    where = f"{prefix}.{key}" if prefix else key
+    if not isinstance(v, dict):
+        raise ConfigError(source, where, f"expected a mapping, got {v!r}")
+    _check_keys(v, {f.name for f in dataclasses.fields(cls)}, source, where)
+    return v
+
+
+def family_from_dict(raw: Mapping[str, Any], *, source: str = "<memory>", key: str = "",
+                     base_dir: Path | None = None) -> FamilyConfig:
+    """Validate a merged family mapping into a :class:`FamilyConfig`."""
+    _check_keys(raw, FAMILY_KEYS | {"source"}, source, key)
+    p = (lambda k: f"{key}.{k}" if key else k)
+    top = _V(source, key)
+    name = top.str(raw, "name", "family")
+    seeds = raw.get("seeds", [0, 1, 2, 3])
+    if not isinstance(seeds, list) or not seeds:
+        raise ConfigError(source, p("seeds"), f"expected a non-empty list of integers, got {seeds!r}")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ConfigError(source, p("seeds"), f"expected non-negative integers, got {s!r}")
+    if len(set(seeds)) != len(seeds):
+        dup = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise ConfigError(source, p("seeds"), f"duplicate seeds {dup}; each seed must appear once")
+
+    m_raw = _section(raw, "model", ModelConfig, source, key)
+    mv = _V(source, p("model"))
+    model = ModelConfig(
+        n_layers=mv.int(m_raw, "n_layers", 2, min=1),
+        n_heads=mv.int(m_raw, "n_heads", 4, min=1),
+        d_model=mv.int(m_raw, "d_model", 64, min=1),
+        d_head=mv.int(m_raw, "d_head", None, min=1, optional=True),
+        d_mlp=mv.int(m_raw, "d_mlp", None, min=1, optional=True),
+        attn_only=mv.bool(m_raw, "attn_only", False),
+        norm=mv.choice(m_raw, "norm", "pre", ("pre", "post", "none")),
+        positions=mv.choice(m_raw, "positions", "learned", ("learned", "rotary")),
+        qk_norm=mv.bool(m_raw, "qk_norm", False),
+        tied_embeddings=mv.bool(m_raw, "tied_embeddings", False),
+        activation=mv.choice(m_raw, "activation", "gelu", ("gelu", "relu", "silu")),
+        init_std=mv.float(m_raw, "init_std", 0.02, positive=True),
+        custom=mv.str(m_raw, "custom", None, optional=True),
+    )
+    if model.d_head is None and model.d_model % model.n_heads:
+        raise mv.err("n_heads", f"n_heads ({model.n_heads}) must divide d_model ({model.d_model}), "
+                                "or set d_head explicitly")
+    if model.positions == "rotary" and model.head_dim % 2:
+        raise mv.err("d_head", f"rotary positions need an even head dimension, got {model.head_dim}")
+    if model.custom is not None:
+        _import_path(model.custom, source, p("model.custom"))
+
+    d_raw = _section(raw, "data", DataConfig, source, key)
+    dv = _V(source, p("data"))
+    kind = dv.choice(d_raw, "kind", "synthetic", ("synthetic", "text", "tokens"))
+    path = dv.str(d_raw, "path", None, optional=True)
+    if kind == "synthetic" and path is not None:
+        raise dv.err("path", "a synthetic language reads no file; remove path or set kind: text|tokens")
+    if kind != "synthetic":
+        if path is None:
+            raise dv.err("path", f"data.kind {kind} needs a file path")
+        path = _existing_file(path, base_dir, source, p("data.path"))
+    vocab = dv.int(d_raw, "vocab_size", None, min=2, optional=True)
+    if kind == "synthetic" and vocab is None:
+        vocab = 128
+    if kind == "text" and vocab not in (None, 256):
+        raise dv.err("vocab_size", f"byte-level text has 256 symbols; got {vocab}")
+    synthetic = dv.mapping(d_raw, "synthetic")
+    if synthetic and kind != "synthetic":
+        raise dv.err("synthetic", "generator options apply only to data.kind synthetic")
+    data = DataConfig(kind=kind, path=path, vocab_size=vocab,
+                      seq_len=dv.int(d_raw, "seq_len", 64, min=2),
+                      language_seed=dv.int(d_raw, "language_seed", 0, min=0),
+                      synthetic=synthetic)
+    if kind == "synthetic":
+        _check_generator_options(synthetic, source, p("data.synthetic"))
+
+    t_raw = _section(raw, "train", TrainConfig, source, key)
+    tv = _V(source, p("train"))
+    optimizer = tv.str(t_raw, "optimizer", "adam")
+    resolve_optimizer(optimizer, source=source, key=p("train.optimizer"))
+    okw = tv.mapping(t_raw, "optimizer_kwargs")
+    for k in ("lr", "weight_decay"):
+        if k in okw:
+            raise tv.err(f"optimizer_kwargs.{k}", f"set train.{k} instead")
+    device = tv.str(t_raw, "device", "auto")
+    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+        raise tv.err("device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
+    train = TrainConfig(
+        optimizer=optimizer, optimizer_kwargs=okw,
+        lr=tv.float(t_raw, "lr", 1e-4, positive=True),
+        weight_decay=tv.float(t_raw, "weight_decay", None, nonneg=True, optional=True),
+        steps=tv.int(t_raw, "steps", 1000, min=1),
+        batch_size=tv.int(t_raw, "batch_size", 32, min=1),
+        init_seed=tv.int(t_raw, "init_seed", None, min=0, optional=True),
+        data_seed=tv.int(t_raw, "data_seed", None, min=0, optional=True),
+        device=device,
+        threads=tv.int(t_raw, "threads", 1, min=1),
+        checkpoint_every=tv.int(t_raw, "checkpoint_every", 200, min=1),
+        log_every=tv.int(t_raw, "log_every", 10, min=1),
+    )
+    pr_raw = _section(raw, "probe", ProbeConfig, source, key)
+    pv = _V(source, p("probe"))
+    ppath = pv.str(pr_raw, "path", None, optional=True)
+    if ppath is not None:
+        ppath = _existing_file(ppath, base_dir, source, p("probe.path"))
+    probe = ProbeConfig(n_prompts=pv.int(pr_raw, "n_prompts", 64, min=2),
+                        seed=pv.int(pr_raw, "seed", 1234, min=0), path=ppath,
+                        seq_len=pv.int(pr_raw, "seq_len", None, min=2, optional=True))
+    if probe.seq_len is not None and probe.seq_len > data.seq_len:
+        raise pv.err("seq_len", f"probe prompts ({probe.seq_len}) cannot be longer than the "
+                                f"training context data.seq_len ({data.seq_len})")
+    return FamilyConfig(name=name, seeds=tuple(seeds), model=model, data=data, train=train,
+                        probe=probe, source=source)
+
+
+def _existing_file(path: str, base_dir: Path | None, source: str, key: str) -> str:
+    p = Path(path)
+    if not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    if not p.is_file():
+        raise ConfigError(source, key, f"file {str(p)!r} does not exist")
+    return str(p.resolve())
+
+
+def _check_generator_options(options: Mapping[str, Any], source: str, key: str) -> None:
+    from harness.data import SyntheticLanguage
+
+    params = inspect.signature(SyntheticLanguage.__init__).parameters
+    allowed = {n for n, prm in params.items()
+               if prm.kind == prm.KEYWORD_ONLY and n not in ("vocab_size", "seq_len", "language_seed")}
+    for k, v in options.items():
+        if k not in allowed:
+            raise ConfigError(source, f"{key}.{k}", f"unknown generator option; expected one of: "
+                                                   f"{', '.join(sorted(allowed))}")
+        default = params[k].default
+        if default is not inspect.Parameter.empty and default is not None and not isinstance(v, type(default)) \
+                and not (isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool)):
+            raise ConfigError(source, f"{key}.{k}",
+                              f"expected {type(default).__name__} (like the default {default!r}), got {v!r}")
+
+
+def resolve_optimizer(name: str, *, source: str = "<memory>", key: str = "train.optimizer") -> type:
+    """The optimizer class for a torch.optim name (any case) or a ``module:Class`` path."""
+    import torch
+
+    if ":" in name:
+        cls = _import_path(name, source, key)
+        if not isinstance(cls, type):
+            raise ConfigError(source, key, f"{name!r} is not a class")
+        return cls
+    table = {n.lower(): getattr(torch.optim, n) for n in dir(torch.optim)
+             if isinstance(getattr(torch.optim, n), type)
+             and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
+             and getattr(torch.optim, n) is not torch.optim.Optimizer}
+    if name.lower() not in table:
+        raise ConfigError(source, key, f"unknown optimizer {name!r}; use a torch.optim name "
+                          f"({', '.join(sorted(table))}) or an import path module:Class")
+    return table[name.lower()]
+
+
+def _import_path(spec: str, source: str, key: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(source, key, f"expected an import path module:attribute, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # ImportError, or the module failing at import
+        raise ConfigError(source, key, f"cannot import {module_name!r}: {e}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(source, key, f"module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def import_path(spec: str, *, source: str = "<memory>", key: str = "") -> Any:
+    """Import ``module:attribute``; ConfigError naming source and key when it does not."""
+    return _import_path(spec, source, key)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,107 @@
+"""The value that flows from analysis to verdicts, baselines, MLflow and reports.
+
+A :class:`Measurement` is one named family statistic with its uncertainty and the
+seed-level values behind it, so a later run can be *tested* against it, not only compared.
+An :class:`Analysis` is every measurement of one family plus what identifies the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One family statistic.
+
+    ``value``, ``lo``, ``hi``: the family value and its seed-bootstrap CI, each a scalar
+    (shape ``()``) or per layer (``[L]``) or per layer and head (``[L, H]``).
+    ``pairwise``: ``[M, M, *value.shape]`` seed-pair values (diagonal NaN) when the statistic
+    is a mean over distinct seed pairs; ``per_seed``: ``[M, *value.shape]`` when it is a
+    mean over seeds. Exactly one of them is set for statistics that can be tested.
+    """
+
+    name: str  # dotted, e.g. "head_stability.all_anchors", "resid_cka.debiased.post"
+    value: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    higher_is_better: bool
+    description: str = ""
+    pairwise: np.ndarray | None = None
+    per_seed: np.ndarray | None = None
+    n_seeds: int = 0
+    ci: float = 0.95
+
+    @property
+    def per_layer(self) -> bool:
+        return np.ndim(self.value) == 1
+
+    def unit_values(self) -> np.ndarray:
+        """Seed-level values ``[M, *shape]``: per-seed values, or each seed's mean over its
+        pairs with the other seeds (the unit of the permutation tests)."""
+        if self.per_seed is not None:
+            return np.asarray(self.per_seed, dtype=float)
+        if self.pairwise is not None:
+            pw = np.asarray(self.pairwise, dtype=float)
+            M = pw.shape[0]
+            off = ~np.eye(M, dtype=bool)
+            return np.stack([pw[a][off[a]].mean(axis=0) for a in range(M)])
+        raise ValueError(f"measurement {self.name!r} keeps no seed-level values")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name, "value": _list(self.value), "lo": _list(self.lo), "hi": _list(self.hi),
+            "higher_is_better": self.higher_is_better, "description": self.description,
+            "n_seeds": self.n_seeds, "ci": self.ci,
+        }
+        if self.pairwise is not None:
+            d["pairwise"] = _list(self.pairwise)
+        if self.per_seed is not None:
+            d["per_seed"] = _list(self.per_seed)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Measurement":
+        arr = lambda k: None if d.get(k) is None else np.asarray(d[k], dtype=float)  # noqa: E731
+        return cls(name=d["name"], value=arr("value"), lo=arr("lo"), hi=arr("hi"),
+                   higher_is_better=bool(d["higher_is_better"]), description=d.get("description", ""),
+                   pairwise=arr("pairwise"), per_seed=arr("per_seed"), n_seeds=int(d.get("n_seeds", 0)),
+                   ci=float(d.get("ci", 0.95)))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Every measurement of one family, and what identifies it."""
+
+    family: str
+    fingerprint: str
+    seeds: tuple[int, ...]
+    device_class: str
+    probe_digest: str
+    measurements: Mapping[str, Measurement]
+    info: Mapping[str, Any] = field(default_factory=dict)  # n_layers, n_heads, losses, timings…
+
+    def __getitem__(self, name: str) -> Measurement:
+        try:
+            return self.measurements[name]
+        except KeyError:
+            raise KeyError(f"no measurement {name!r}; this analysis has: "
+                           f"{', '.join(sorted(self.measurements))}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "fingerprint": self.fingerprint, "seeds": list(self.seeds),
+                "device_class": self.device_class, "probe_digest": self.probe_digest,
+                "info": dict(self.info),
+                "measurements": {k: m.to_dict() for k, m in sorted(self.measurements.items())}}
+
+
+def _list(a: Any) -> Any:
+    """numpy -> nested lists with NaN as None (JSON has no NaN)."""
+    arr = np.asarray(a, dtype=float)
+    if arr.ndim == 0:
+        v = float(arr)
+        return None if not np.isfinite(v) else v
+    return [_list(x) for x in arr]
