@@ -270,7 +270,9 @@ def build_model(cfg: ModelConfig, *, vocab_size: int, n_ctx: int, init_seed: int
     """A freshly initialised model for ``cfg`` (on the CPU), seeded by ``init_seed`` alone."""
     generator = torch.Generator().manual_seed(init_seed)
     if cfg.custom is None:
-        model = GPT(cfg, vocab_size=vocab_size, n_ctx=n_ctx, hooked=hooked)
+        # nn.Linear draws a default init from the global RNG before ours replaces it: fork it.
+        with torch.random.fork_rng(devices=[]):
+            model = GPT(cfg, vocab_size=vocab_size, n_ctx=n_ctx, hooked=hooked)
         init_weights(model, std=cfg.init_std, generator=generator)
         return model
     factory = import_path(cfg.custom, source=source, key="model.custom")

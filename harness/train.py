@@ -6,6 +6,7 @@ an argument, so the store (harness.store) stays the only module that writes file
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -60,12 +61,12 @@ def lm_losses(model: nn.Module, tokens: torch.Tensor, copy_mask: torch.Tensor | 
     logits = model(tokens)  # (B, T, V)
     per_tok = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                               tokens[:, 1:].reshape(-1), reduction="none")  # (B*(T-1),)
-    copy = None
+    copied = None
     if copy_mask is not None:
         m = copy_mask[:, 1:].reshape(-1)
         if m.any():
-            copy = per_tok[m].mean()
-    return per_tok.mean(), copy
+            copied = per_tok[m].mean()
+    return per_tok.mean(), copied
 
 
 def train_seed(cfg: FamilyConfig, seed: int, *, device: torch.device,
@@ -101,7 +102,7 @@ def train_seed(cfg: FamilyConfig, seed: int, *, device: torch.device,
     for step in range(start, tc.steps):
         batch = source.sample(tc.batch_size, generator=generator)
         tokens = batch.tokens.to(device)  # (B, T)
-        loss, copy = lm_losses(model, tokens, batch.copy_mask.to(device))
+        loss, copy_loss = lm_losses(model, tokens, batch.copy_mask.to(device))
         value = loss.item()
         if not math.isfinite(value):
             raise TrainingDiverged(
@@ -111,16 +112,17 @@ def train_seed(cfg: FamilyConfig, seed: int, *, device: torch.device,
         loss.backward()
         optimizer.step()
         done = step + 1
-        if done % tc.log_every == 0 or done == tc.steps or step == start:
-            curve.append([done, value, copy.item() if copy is not None else float("nan")])
+        if done % tc.log_every == 0 or done == tc.steps or done == 1:
+            curve.append([done, value, copy_loss.item() if copy_loss is not None else float("nan")])
         now = time.perf_counter()
         if on_step is not None:
             on_step(done, value, tokens_per_step * (done - start) / max(now - t0, 1e-9))
         if on_checkpoint is not None and done % tc.checkpoint_every == 0 and done < tc.steps:
             on_checkpoint(done, {
                 "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "curve": curve, "step": done, "elapsed": elapsed + now - t0})
+                # copies: the live state keeps changing after the callback returns
+                "optimizer": copy.deepcopy(optimizer.state_dict()), "generator": generator.get_state(),
+                "curve": [list(r) for r in curve], "step": done, "elapsed": elapsed + now - t0})
     wall = elapsed + time.perf_counter() - t0
     trained_steps = tc.steps - start
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

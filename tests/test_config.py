@@ -1,0 +1,179 @@
+"""Family specs: loading, inheritance, strict validation, fingerprints."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.config import ConfigError, fingerprint, load_family, load_suite
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+BASE = """
+    name: base
+    seeds: [0, 1]
+    model: {n_layers: 2, n_heads: 4, d_model: 32}
+    data: {vocab_size: 64, seq_len: 64}
+    train: {optimizer: adam, lr: 1.0e-3, steps: 10, batch_size: 4}
+"""
+
+
+def test_family_file_loads_with_defaults(tmp_path):
+    cfg = load_family(write(tmp_path / "f.yaml", BASE))
+    assert cfg.name == "base" and cfg.seeds == (0, 1)
+    assert cfg.model.head_dim == 8 and cfg.model.mlp_dim == 128
+    assert cfg.train.lr == 1e-3 and cfg.train.weight_decay is None
+    assert cfg.seed_pair(1) == (1, 1)
+
+
+def test_yaml_1_1_float_strings_are_accepted(tmp_path):
+    # PyYAML reads "1e-3" (no dot) as a string; users write it anyway.
+    cfg = load_family(write(tmp_path / "f.yaml", BASE.replace("1.0e-3", "1e-3")))
+    assert cfg.train.lr == 1e-3
+
+
+def test_extends_a_file_changes_one_key(tmp_path):
+    write(tmp_path / "adam.yaml", BASE)
+    cfg = load_family(write(tmp_path / "adamw.yaml", """
+        extends: adam.yaml
+        name: adamw
+        train: {optimizer: adamw, weight_decay: 0.1}
+    """))
+    base = load_family(tmp_path / "adam.yaml")
+    assert cfg.train.optimizer == "adamw" and cfg.train.weight_decay == 0.1
+    assert cfg.train.lr == base.train.lr and cfg.model == base.model
+
+
+def test_suite_families_extend_each_other_and_defaults(tmp_path):
+    suite = load_suite(write(tmp_path / "s.yaml", """
+        suite: demo
+        defaults:
+          seeds: [0, 1, 2]
+          data: {vocab_size: 64}
+        families:
+          adam:
+            train: {optimizer: adam, lr: 0.001}
+          adamw:
+            extends: adam
+            train: {optimizer: adamw, weight_decay: 0.1}
+        regression: {alpha: 0.05}
+    """))
+    assert suite.name == "demo" and list(suite.families) == ["adam", "adamw"]
+    a, w = suite.families["adam"], suite.families["adamw"]
+    assert w.name == "adamw" and w.train.lr == 0.001 and w.seeds == (0, 1, 2)
+    assert a.train.weight_decay is None and w.train.weight_decay == 0.1
+    assert suite.regression == {"alpha": 0.05}
+    assert load_family(f"{tmp_path / 's.yaml'}::adamw") == w
+
+
+def test_separate_init_and_data_seeds(tmp_path):
+    cfg = load_family(write(tmp_path / "f.yaml", BASE + "    \n"), None).replace(train={"data_seed": 7})
+    assert cfg.seed_pair(3) == (3, 7) and cfg.seed_key(3) == "init3-data7"
+
+
+BAD = [
+    ("model: {n_layers: 2, n_heads: 4, d_model: 32, bogus: 1}", "model.bogus", "unknown key"),
+    ("train: {lr: fast}", "train.lr", "expected a positive float, got 'fast'"),
+    ("train: {lr: -0.1}", "train.lr", "positive float"),
+    ("train: {steps: 0}", "train.steps", "positive integer"),
+    ("train: {steps: 2.5}", "train.steps", "positive integer"),
+    ("model: {n_heads: 3, d_model: 32}", "model.n_heads", "must divide d_model"),
+    ("seeds: []", "seeds", "non-empty list"),
+    ("seeds: [0, 1, 1]", "seeds", "duplicate seeds [1]"),
+    ("train: {optimizer: adamx}", "train.optimizer", "unknown optimizer 'adamx'"),
+    ("train: {optimizer: 'no_such_module_xyz:Opt'}", "train.optimizer", "cannot import 'no_such_module_xyz'"),
+    ("train: {optimizer: 'torch.optim:NoSuchOpt'}", "train.optimizer", "has no attribute 'NoSuchOpt'"),
+    ("data: {kind: text, path: missing.txt}", "data.path", "does not exist"),
+    ("data: {kind: tokens}", "data.path", "needs a file path"),
+    ("model: {norm: layer}", "model.norm", "expected one of pre, post, none"),
+    ("model: {attn_only: yes please}", "model.attn_only", "expected true or false"),
+    ("train: {device: tpu}", "train.device", "expected auto, cpu, cuda"),
+    ("train: {optimizer_kwargs: {lr: 0.1}}", "train.optimizer_kwargs.lr", "set train.lr instead"),
+    ("model: {custom: 'no_such_pkg_q:build'}", "model.custom", "cannot import"),
+    ("data: {synthetic: {no_such_knob: 1}}", "data.synthetic.no_such_knob", "unknown generator option"),
+    ("probe: {n_prompts: 1}", "probe.n_prompts", "integer >= 2"),
+    ("probe: {seq_len: 500}", "probe.seq_len", "cannot be longer"),
+    ("probe: {path: nowhere.txt}", "probe.path", "does not exist"),
+    ("extends: nowhere.yaml", "extends", "does not exist"),
+]
+
+
+@pytest.mark.parametrize("override,key,message", BAD, ids=[b[1] + ":" + b[2][:20] for b in BAD])
+def test_bad_input_names_file_and_key(tmp_path, override, key, message):
+    path = write(tmp_path / "bad.yaml", "name: bad\n" + override + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_family(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: {key}: "), text
+    assert message in text, text
+
+
+def test_suite_key_path_is_dotted(tmp_path):
+    path = write(tmp_path / "paper.yaml", """
+        families:
+          adam: {train: {lr: 0.001}}
+          adamw: {extends: adam, train: {lr: fast}}
+    """)
+    with pytest.raises(ConfigError, match=r"paper.yaml: families.adamw.train.lr: expected a positive float, got 'fast'"):
+        load_suite(path)
+
+
+def test_circular_extends(tmp_path):
+    path = write(tmp_path / "s.yaml", """
+        families:
+          a: {extends: b}
+          b: {extends: a}
+    """)
+    with pytest.raises(ConfigError, match="circular extends"):
+        load_suite(path)
+
+
+def test_not_yaml_and_empty_files(tmp_path):
+    with pytest.raises(ConfigError, match=r"not valid YAML \(line"):
+        load_family(write(tmp_path / "x.yaml", "model: {n_layers: [\n"))
+    with pytest.raises(ConfigError, match="empty"):
+        load_family(write(tmp_path / "e.yaml", ""))
+    with pytest.raises(ConfigError, match="file not found"):
+        load_family(tmp_path / "none.yaml")
+
+
+def test_fingerprint_covers_training_and_nothing_else(tmp_path):
+    cfg = load_family(write(tmp_path / "f.yaml", BASE))
+    fp = fingerprint(cfg)
+    # Keys that do not change what training produces keep the fingerprint.
+    for same in (cfg.replace(name="other"), cfg.replace(seeds=[5, 6, 7]),
+                 cfg.replace(probe={"n_prompts": 9, "seed": 3}), cfg.replace(train={"device": "cpu"}),
+                 cfg.replace(train={"checkpoint_every": 3, "log_every": 2})):
+        assert fingerprint(same) == fp
+    # Any training-relevant key changes it.
+    for changed in (cfg.replace(train={"lr": 2e-3}), cfg.replace(train={"optimizer": "adamw"}),
+                    cfg.replace(train={"weight_decay": 0.1}), cfg.replace(train={"steps": 11}),
+                    cfg.replace(train={"threads": 2}), cfg.replace(model={"n_layers": 3}),
+                    cfg.replace(model={"qk_norm": True}), cfg.replace(data={"language_seed": 1}),
+                    cfg.replace(data={"synthetic": {"span_min": 6}})):
+        assert fingerprint(changed) != fp
+
+
+def test_fingerprint_of_a_data_file_follows_content_not_path(tmp_path):
+    (tmp_path / "a.txt").write_text("hello world " * 50)
+    (tmp_path / "b.txt").write_text("hello world " * 50)
+    spec = "name: t\ndata: {kind: text, path: %s, seq_len: 16}\n"
+    fa = fingerprint(load_family(write(tmp_path / "a.yaml", spec % "a.txt")))
+    fb = fingerprint(load_family(write(tmp_path / "b.yaml", spec % "b.txt")))
+    assert fa == fb
+    (tmp_path / "b.txt").write_text("other text " * 50)
+    assert fingerprint(load_family(tmp_path / "b.yaml")) != fa
+
+
+def test_cli_prints_config_errors_without_traceback(tmp_path, capsys):
+    path = write(tmp_path / "bad.yaml", "train: {lr: fast}\n")
+    assert main(["train", str(path), "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seedstab: error: ") and "train.lr" in err and "Traceback" not in err
