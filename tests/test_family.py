@@ -103,7 +103,7 @@ def test_resume_from_checkpoint_is_bitwise_identical(tmp_path):
 
 
 def test_killed_training_resumes_on_rerun(tmp_path):
-    path = spec(tmp_path, steps=4000, ckpt=25)
+    path = spec(tmp_path, steps=300, ckpt=10)
     store = tmp_path / "store"
     cmd = [sys.executable, "-m", "harness.cli", "train", str(path), "--store", str(store), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -112,15 +112,14 @@ def test_killed_training_resumes_on_rerun(tmp_path):
         while not list(store.glob("*/*/init0-data0/checkpoint.json")):
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.time() < deadline, "no checkpoint appeared"
-            time.sleep(0.2)
-        time.sleep(0.5)
+            time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     cfg = load_family(path).replace(seeds=[0])
     fam = obtain_family(cfg, store=store)
     assert fam.trained_now == 1
-    assert fam.seeds[0].log["resumed_from"] >= 25
+    assert 10 <= fam.seeds[0].log["resumed_from"] < 300
     uninterrupted = train_seed(cfg, 0, device=torch.device("cpu"))
     assert same(fam.seeds[0].model.state_dict(), uninterrupted.state_dict)
 
