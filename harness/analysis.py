@@ -349,7 +349,7 @@ def _qnorm(family: Family, stab: dict[str, Any], agg: _Aggregator) -> None:
     models = family.models
     if not all(hasattr(m, "query_weight") for m in models):
         return
-    qn = np.array([[float(m.query_weight(l).norm()) for l in range(m.n_layers)] for m in models])  # [M, L]
+    qn = np.array([[float(m.query_weight(l).detach().norm()) for l in range(m.n_layers)] for m in models])  # [M, L]
     pw = _layer_mean(stab["all_anchors"].pairwise)  # [M, M, L]
     M = pw.shape[0]
     off = ~np.eye(M, dtype=bool)
