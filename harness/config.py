@@ -458,8 +458,9 @@ def family_from_dict(raw: Mapping[str, Any], *, source: str = "<memory>", key: s
     if not isinstance(seeds, list) or not seeds:
         raise ConfigError(source, p("seeds"), f"expected a non-empty list of integers, got {seeds!r}")
     for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise ConfigError(source, p("seeds"), f"expected non-negative integers, got {s!r}")
+        # torch's CPU generator keeps only the low 32 bits, and probe sets live at 2**31 and up.
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**31:
+            raise ConfigError(source, p("seeds"), f"expected integers in [0, 2**31), got {s!r}")
     if len(set(seeds)) != len(seeds):
         dup = sorted({s for s in seeds if seeds.count(s) > 1})
         raise ConfigError(source, p("seeds"), f"duplicate seeds {dup}; each seed must appear once")

@@ -1,0 +1,597 @@
+"""Family statistics where the seed is the unit (DESIGN.md "Statistics").
+
+Inputs are pairwise seed matrices X [M, M, ...] (X[a, m] = seed a measured against seed m;
+the diagonal is ignored whatever it holds) or per-seed values [M, ...]. Pairs share seeds,
+so a family mean over pairs is a U-statistic and pairs are never treated as independent:
+
+- confidence intervals resample whole seeds with replacement and recompute the mean over
+  pairs of *distinct original seeds* in the resample (MultiBERTs' Multi-Bootstrap): a seed
+  drawn k times contributes weight k to its row, and a seed paired with a copy of itself
+  contributes nothing. Optionally prompts are resampled too. Percentile intervals.
+- paired families (same seeds, e.g. Adam vs AdamW with seed k = same init and data order):
+  paired bootstrap plus a sign-flip test on per-seed jackknife pseudo-values;
+- unpaired families: seed-label permutation test on per-seed pseudo-values (pairwise input)
+  or on per-seed values;
+
+Why pseudo-values and not row means: the row means d_k = mean_{m != k} X[k, m] of one family
+all contain the mean of the other seeds' effects, so they are positively correlated and
+their spread understates the variance of the family mean (about 4x for a symmetric metric:
+the mean of a degree-2 U-statistic moves by 2 x the mean seed effect). Sign-flipping or
+permuting row means rejected a true null 31-36% of the time at alpha = 0.05 (8 seeds,
+simulated families). Jackknife pseudo-values ps_k = M T - (M - 1) T_(-k) average to the same
+family mean T and behave like independent per-seed values (~ T + 2 h1(k)); the same
+simulation rejected 4% (paired) and 3-6% (unpaired).
+
+- several layers at once: ``holm`` or the ``max_statistic`` option (max-T permutation).
+
+All randomness comes from an explicit ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "Estimate",
+    "Comparison",
+    "family_mean",
+    "seed_contributions",
+    "seed_pseudovalues",
+    "seed_bootstrap",
+    "seed_bootstrap_per_seed",
+    "paired_difference",
+    "permutation_difference",
+    "holm",
+]
+
+Alternative = Literal["greater", "less", "two-sided"]
+ALTERNATIVES: tuple[str, ...] = ("greater", "less", "two-sided")
+EXACT_LIMIT = 4096  # enumerate sign flips / label permutations exactly up to this many
+_MAX_REDRAWS = 1000
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _scalar_or_array(x: np.ndarray) -> float | np.ndarray:
+    return float(x) if x.ndim == 0 else x
+
+
+@dataclass(frozen=True, eq=False)
+class Estimate:
+    """A family statistic with a seed-level percentile bootstrap CI.
+
+    value, lo, hi: floats for a scalar statistic, float64 arrays of the statistic's shape
+    (e.g. [L] per layer) otherwise. ``n_prompts`` is set when prompts were resampled too.
+    """
+
+    value: float | np.ndarray
+    lo: float | np.ndarray
+    hi: float | np.ndarray
+    n_seeds: int
+    n_boot: int
+    ci: float
+    method: str
+    n_prompts: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (arrays become nested lists)."""
+        return {k: _jsonable(getattr(self, k)) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """Difference between two families: delta = statistic(b) - statistic(a).
+
+    lo, hi: percentile bootstrap CI of delta; p_value: from the sign-flip (paired) or
+    label-permutation (unpaired) test for ``alternative``; per element when delta is an
+    array, adjusted for the elements jointly when ``max_statistic`` was requested
+    (``method`` says so). ``n_perm`` is the number of sign/label patterns used; ``exact``
+    whether they were all enumerated.
+    """
+
+    delta: float | np.ndarray
+    lo: float | np.ndarray
+    hi: float | np.ndarray
+    p_value: float | np.ndarray
+    n_seeds: int | tuple[int, int]
+    alternative: str
+    method: str
+    ci: float
+    n_boot: int
+    n_perm: int
+    exact: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (arrays become nested lists)."""
+        return {k: _jsonable(getattr(self, k)) for k in self.__dataclass_fields__}
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _pairwise(x: Any, *, name: str) -> np.ndarray:
+    a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+    if a.ndim < 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(
+            f"{name}: expected a pairwise seed matrix of shape [M, M, ...], got "
+            f"{tuple(a.shape)}; per-seed values [M, ...] go to the *_per_seed functions"
+        )
+    m = a.shape[0]
+    if m < 2:
+        raise ValueError(f"{name}: a family needs at least 2 seeds, got M={m}")
+    off = a[~np.eye(m, dtype=bool)]  # (M*(M-1), ...)
+    if not np.isfinite(off).all():
+        bad = np.argwhere(~np.isfinite(a) & ~np.eye(m, dtype=bool).reshape(
+            (m, m) + (1,) * (a.ndim - 2)))[0]
+        raise ValueError(
+            f"{name}: off-diagonal entry {tuple(int(i) for i in bad)} is NaN or inf; every "
+            "distinct seed pair needs a value (only the diagonal may be NaN)"
+        )
+    a = a.copy()
+    a[np.arange(m), np.arange(m)] = 0.0  # never read: weights on the diagonal are 0
+    return a
+
+
+def _per_seed(x: Any, *, name: str, min_seeds: int = 2) -> np.ndarray:
+    a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+    if a.ndim < 1:
+        raise ValueError(f"{name}: expected per-seed values [M, ...], got a scalar")
+    if a.shape[0] < min_seeds:
+        raise ValueError(f"{name}: need at least {min_seeds} seeds, got M={a.shape[0]}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: contains NaN or inf; every seed needs a value")
+    return a
+
+
+def _check_common(*, n_boot: int, ci: float, generator: Any) -> None:
+    if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 1:
+        raise ValueError(f"n_boot: expected a positive int, got {n_boot!r}")
+    if not (isinstance(ci, (float, int)) and 0.0 < ci < 1.0):
+        raise ValueError(f"ci: expected a coverage level strictly between 0 and 1 (e.g. 0.95), "
+                         f"got {ci!r}")
+    if not isinstance(generator, np.random.Generator):
+        raise TypeError(
+            "generator: expected a numpy.random.Generator, e.g. np.random.default_rng(0) "
+            f"(randomness is passed explicitly), got {type(generator).__name__}"
+        )
+
+
+def _check_alternative(alternative: str) -> None:
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative: expected one of {ALTERNATIVES}, got {alternative!r}")
+
+
+def _prompt_axis(prompt_axis: int | None, *, ndim: int, first: int, name: str) -> int | None:
+    """Normalise prompt_axis; it must point past the seed axes (index >= first)."""
+    if prompt_axis is None:
+        return None
+    ax = prompt_axis + ndim if prompt_axis < 0 else prompt_axis
+    if not first <= ax < ndim:
+        raise ValueError(
+            f"prompt_axis: {prompt_axis} is not a non-seed axis of {name} with {ndim} dims "
+            f"(valid: {first}..{ndim - 1})"
+        )
+    return ax
+
+
+def _percentile_ci(boot: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
+    """boot [B, ...] -> (lo [...], hi [...])."""
+    alpha = 1.0 - ci
+    lo, hi = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------- point values
+
+
+def family_mean(pairwise: Any) -> np.ndarray:
+    """Mean over distinct seed pairs a != m: pairwise [M, M, ...] -> float64 [...].
+
+    The diagonal is ignored (it may hold NaN or anything else); off-diagonal NaN raises.
+    """
+    x = _pairwise(pairwise, name="pairwise")  # (M, M, ...), zero diagonal
+    m = x.shape[0]
+    return np.asarray(x.sum(axis=(0, 1)) / (m * (m - 1)), dtype=np.float64)
+
+
+def seed_contributions(pairwise: Any) -> np.ndarray:
+    """Per-seed row means over m != a, pairwise [M, M, ...] -> float64 [M, ...].
+
+    Their mean equals ``family_mean``; good for showing which seed is the outlier. Do not
+    feed them to a permutation or sign-flip test (they are correlated through the shared
+    seeds, and the test becomes anti-conservative); use ``seed_pseudovalues``.
+    """
+    x = _pairwise(pairwise, name="pairwise")
+    return x.sum(axis=1) / (x.shape[0] - 1)  # (M, ...)
+
+
+def _pseudovalues(x: np.ndarray) -> np.ndarray:
+    """x [M, M, ...] with zero diagonal -> jackknife pseudo-values [M, ...]."""
+    m = x.shape[0]
+    total = x.sum(axis=(0, 1))  # (...)
+    t = total / (m * (m - 1))
+    t_minus = (total - x.sum(axis=1) - x.sum(axis=0)) / ((m - 1) * (m - 2))  # (M, ...)
+    return m * t - (m - 1) * t_minus
+
+
+def seed_pseudovalues(pairwise: Any) -> np.ndarray:
+    """Jackknife pseudo-values of the family mean, pairwise [M, M, ...] -> [M, ...], M >= 3.
+
+    ps_k = M T - (M - 1) T_(-k), T the family mean over distinct pairs and T_(-k) the same
+    without seed k (row and column k). mean_k ps_k = T exactly; ps_k ~ T + 2 h1(k), with
+    h1 the seed's Hoeffding projection, so they are close to independent across seeds and
+    are what the seed-level tests flip and permute.
+    """
+    x = _pairwise(pairwise, name="pairwise")
+    _min_seeds_for_test(x.shape[0], name="pairwise")
+    return _pseudovalues(x)
+
+
+def _min_seeds_for_test(m: int, *, name: str) -> None:
+    if m < 3:
+        raise ValueError(
+            f"{name}: a seed-level test on a pairwise metric needs at least 3 seeds (with 2 "
+            f"there is a single pair and nothing to compare it with), got M={m}"
+        )
+
+
+# ----------------------------------------------------------------------------- resampling
+
+
+def _seed_counts(m: int, n_boot: int, generator: np.random.Generator, *,
+                 min_distinct: int) -> np.ndarray:
+    """Counts [B, M] of each original seed in B resamples of size M with replacement.
+
+    Resamples with fewer than ``min_distinct`` distinct seeds (no distinct pair at all)
+    are redrawn; for M >= 5 that almost never happens (P = M^(1-M)).
+    """
+    counts = np.zeros((n_boot, m), dtype=np.float64)  # (B, M)
+    todo = np.arange(n_boot)
+    for _ in range(_MAX_REDRAWS):
+        draws = generator.integers(0, m, size=(todo.size, m))  # (b, M)
+        c = np.zeros((todo.size, m))
+        np.add.at(c, (np.arange(todo.size)[:, None], draws), 1.0)
+        counts[todo] = c
+        ok = (c > 0).sum(axis=1) >= min_distinct
+        todo = todo[~ok]
+        if todo.size == 0:
+            return counts
+    raise RuntimeError(f"could not draw resamples with {min_distinct} distinct seeds out of M={m}")
+
+
+def _prompt_counts(p: int, n_boot: int, generator: np.random.Generator) -> np.ndarray:
+    draws = generator.integers(0, p, size=(n_boot, p))  # (B, P)
+    c = np.zeros((n_boot, p))
+    np.add.at(c, (np.arange(n_boot)[:, None], draws), 1.0)
+    return c  # (B, P)
+
+
+def _boot_pairwise(x: np.ndarray, counts: np.ndarray, prompt_counts: np.ndarray | None,
+                   prompt_axis: int | None) -> np.ndarray:
+    """Multi-Bootstrap family means: x [M, M, ...] (zero diagonal) -> [B, ...].
+
+    Pair (a, m) of original seeds, a != m, gets weight c_a c_m (the number of position
+    pairs in the resample holding these two seeds); same-original-seed pairs get 0.
+    """
+    m = x.shape[0]
+    w = counts[:, :, None] * counts[:, None, :]  # (B, M, M)
+    w[:, np.arange(m), np.arange(m)] = 0.0
+    if prompt_axis is not None:
+        x = np.moveaxis(x, prompt_axis, 2)  # (M, M, P, ...)
+        rest = x.shape[3:]
+        xf = x.reshape(m, m, x.shape[2], -1)  # (M, M, P, R)
+        y = np.einsum("bam,ampr->bpr", w, xf)  # (B, P, R)
+        y = np.einsum("bp,bpr->br", prompt_counts, y) / x.shape[2]  # (B, R)
+        out = y.reshape((counts.shape[0],) + rest)
+    else:
+        rest = x.shape[2:]
+        out = np.einsum("bam,amr->br", w, x.reshape(m, m, -1)).reshape(
+            (counts.shape[0],) + rest)  # (B, ...)
+    return out / w.sum(axis=(1, 2)).reshape((-1,) + (1,) * len(rest))
+
+
+def _boot_per_seed(v: np.ndarray, counts: np.ndarray, prompt_counts: np.ndarray | None,
+                   prompt_axis: int | None) -> np.ndarray:
+    """Bootstrap means of per-seed values v [M, ...] -> [B, ...]."""
+    if prompt_axis is not None:
+        v = np.moveaxis(v, prompt_axis, 1)  # (M, P, ...)
+        rest = v.shape[2:]
+        vf = v.reshape(v.shape[0], v.shape[1], -1)  # (M, P, R)
+        y = np.einsum("bm,mpr,bp->br", counts, vf, prompt_counts, optimize=True) / v.shape[1]
+        out = y.reshape((counts.shape[0],) + rest)
+    else:
+        out = np.einsum("bm,mr->br", counts, v.reshape(v.shape[0], -1)).reshape(
+            (counts.shape[0],) + v.shape[1:])
+    return out / counts.sum(axis=1).reshape((-1,) + (1,) * (out.ndim - 1))
+
+
+def seed_bootstrap(
+    pairwise: Any,
+    *,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    generator: np.random.Generator,
+    prompt_axis: int | None = None,
+) -> Estimate:
+    """Family mean over distinct seed pairs with a Multi-Bootstrap percentile CI.
+
+    pairwise: [M, M, ...]. Each replicate resamples M seeds with replacement and averages
+    over pairs of distinct *original* seeds (weights c_a c_m, diagonal never used); with
+    ``prompt_axis`` (an axis >= 2) prompts are resampled too and that axis is averaged out.
+    Returns an Estimate whose value/lo/hi have the shape of pairwise[0, 0] (minus the prompt
+    axis). Small families undercover: M = 10 seeds give about 0.90-0.93 for a nominal 0.95.
+    """
+    x = _pairwise(pairwise, name="pairwise")
+    _check_common(n_boot=n_boot, ci=ci, generator=generator)
+    ax = _prompt_axis(prompt_axis, ndim=x.ndim, first=2, name="pairwise")
+    m = x.shape[0]
+    value = x.sum(axis=(0, 1)) / (m * (m - 1))  # (...)
+    pc = None
+    if ax is not None:
+        value = value.mean(axis=ax - 2)
+        pc = _prompt_counts(x.shape[ax], n_boot, generator)
+    counts = _seed_counts(m, n_boot, generator, min_distinct=2)
+    boot = _boot_pairwise(x, counts, pc, ax)  # (B, ...)
+    lo, hi = _percentile_ci(boot, ci)
+    return Estimate(
+        value=_scalar_or_array(np.asarray(value)), lo=_scalar_or_array(lo),
+        hi=_scalar_or_array(hi), n_seeds=m, n_boot=n_boot, ci=float(ci),
+        method="multi-bootstrap (seeds" + (", prompts)" if ax is not None else ")"),
+        n_prompts=None if ax is None else int(x.shape[ax]),
+    )
+
+
+def seed_bootstrap_per_seed(
+    values: Any,
+    *,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    generator: np.random.Generator,
+    prompt_axis: int | None = None,
+) -> Estimate:
+    """Mean over seeds of per-seed values [M, ...] with a seed-bootstrap percentile CI.
+
+    ``prompt_axis`` (an axis >= 1) resamples prompts too and averages that axis out.
+    """
+    v = _per_seed(values, name="values")
+    _check_common(n_boot=n_boot, ci=ci, generator=generator)
+    ax = _prompt_axis(prompt_axis, ndim=v.ndim, first=1, name="values")
+    value = v.mean(axis=0)
+    pc = None
+    if ax is not None:
+        value = value.mean(axis=ax - 1)
+        pc = _prompt_counts(v.shape[ax], n_boot, generator)
+    counts = _seed_counts(v.shape[0], n_boot, generator, min_distinct=1)
+    boot = _boot_per_seed(v, counts, pc, ax)
+    lo, hi = _percentile_ci(boot, ci)
+    return Estimate(
+        value=_scalar_or_array(np.asarray(value)), lo=_scalar_or_array(lo),
+        hi=_scalar_or_array(hi), n_seeds=v.shape[0], n_boot=n_boot, ci=float(ci),
+        method="seed bootstrap (seeds" + (", prompts)" if ax is not None else ")"),
+        n_prompts=None if ax is None else int(v.shape[ax]),
+    )
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def _p_values(null: np.ndarray, observed: np.ndarray, *, alternative: str,
+              max_statistic: bool, scale: np.ndarray, exact: bool) -> np.ndarray:
+    """p-values from a null distribution null [N, ...] of the statistic (observed [...]).
+
+    With ``max_statistic`` the statistic is standardised by ``scale`` (invariant under the
+    null's relabellings) and compared with the maximum over elements of each null draw,
+    which controls the family-wise error over the elements. Monte-Carlo p-values use the
+    (1 + count) / (1 + N) form so that they are never 0.
+    """
+    if alternative == "greater":
+        s_null, s_obs = null, observed
+    elif alternative == "less":
+        s_null, s_obs = -null, -observed
+    else:
+        s_null, s_obs = np.abs(null), np.abs(observed)
+    safe = np.where(scale > 0, scale, 1.0)
+    s_null, s_obs = s_null / safe, s_obs / safe
+    tol = 1e-12 * np.maximum(1.0, np.abs(s_obs))  # relabellings equal to the observed one
+    if max_statistic and s_obs.ndim > 0:
+        mx = s_null.reshape(s_null.shape[0], -1).max(axis=1)  # (N,)
+        hits = (mx.reshape((-1,) + (1,) * s_obs.ndim) >= s_obs - tol).sum(axis=0)
+    else:
+        hits = (s_null >= s_obs - tol).sum(axis=0)
+    n = null.shape[0]
+    return hits / n if exact else (hits + 1.0) / (n + 1.0)
+
+
+def _sign_patterns(m: int, n_perm: int, generator: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """Sign vectors [N, M]: all 2^M when that is <= EXACT_LIMIT, else n_perm random ones."""
+    if 2 ** m <= EXACT_LIMIT:
+        bits = (np.arange(2 ** m)[:, None] >> np.arange(m)[None, :]) & 1  # (2^M, M)
+        return 1.0 - 2.0 * bits, True
+    return 1.0 - 2.0 * generator.integers(0, 2, size=(n_perm, m)), False
+
+
+def paired_difference(
+    pairwise_a: Any,
+    pairwise_b: Any,
+    *,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    generator: np.random.Generator,
+    alternative: Alternative = "two-sided",
+    n_perm: int = 10000,
+    max_statistic: bool = False,
+) -> Comparison:
+    """Paired comparison of two families on the same seeds (seed k of a pairs with seed k of b).
+
+    pairwise_a, pairwise_b: [M, M, ...]. delta = family_mean(b) - family_mean(a) [...].
+    CI: Multi-Bootstrap of the paired difference b - a (the same seed resample in both).
+    p-value: sign-flip test on per-seed contributions d_k = jackknife pseudo-values of the
+    family mean of b - a (``seed_pseudovalues``; mean_k d_k = delta), statistic
+    mean_k s_k d_k; all 2^M flips when 2^M <= 4096, else ``n_perm`` random ones. Row means
+    would be anti-conservative (module docstring). The test is approximate (pseudo-values
+    are nearly, not exactly, independent); measured size 0.04 at alpha 0.05 for 8 seeds.
+    With M <= 5 the exact two-sided p-value cannot go below 2/2^M > 0.05.
+    ``alternative='greater'`` tests b > a. ``max_statistic`` (vector-valued delta, e.g. per
+    layer): max-T adjusted p-values over the elements, each standardised by
+    sqrt(sum_k d_k^2), which controls the family-wise error over the elements.
+    """
+    a = _pairwise(pairwise_a, name="pairwise_a")
+    b = _pairwise(pairwise_b, name="pairwise_b")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"pairwise_b: shape {b.shape} differs from pairwise_a {a.shape}; a paired "
+            "comparison needs the same seeds (and layers) in both families"
+        )
+    _check_common(n_boot=n_boot, ci=ci, generator=generator)
+    _check_alternative(alternative)
+    if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
+        raise ValueError(f"n_perm: expected a positive int, got {n_perm!r}")
+    m = a.shape[0]
+    _min_seeds_for_test(m, name="pairwise_a")
+    diff = b - a  # (M, M, ...), zero diagonal
+    d = _pseudovalues(diff)  # (M, ...) per-seed contributions
+    delta = diff.sum(axis=(0, 1)) / (m * (m - 1))  # (...) == family_mean(b) - family_mean(a)
+
+    counts = _seed_counts(m, n_boot, generator, min_distinct=2)
+    boot = _boot_pairwise(diff, counts, None, None)  # (B, ...)
+    lo, hi = _percentile_ci(boot, ci)
+
+    signs, exact = _sign_patterns(m, n_perm, generator)  # (N, M)
+    null = np.einsum("nm,mr->nr", signs, d.reshape(m, -1)).reshape(
+        (signs.shape[0],) + d.shape[1:]) / m  # (N, ...)
+    scale = np.sqrt((d * d).sum(axis=0))  # (...) invariant under sign flips
+    p = _p_values(null, delta, alternative=alternative, max_statistic=max_statistic,
+                  scale=scale, exact=exact)
+    method = "paired multi-bootstrap CI; sign-flip test on seed pseudo-values"
+    if max_statistic and delta.ndim > 0:
+        method += " (max-T adjusted)"
+    return Comparison(
+        delta=_scalar_or_array(np.asarray(delta)), lo=_scalar_or_array(lo),
+        hi=_scalar_or_array(hi), p_value=_scalar_or_array(np.asarray(p, dtype=np.float64)),
+        n_seeds=m, alternative=alternative, method=method, ci=float(ci), n_boot=n_boot,
+        n_perm=int(signs.shape[0]), exact=exact,
+    )
+
+
+def _label_splits(ma: int, mb: int, n_perm: int,
+                  generator: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """Membership masks [N, Ma + Mb] (True = family b): every split if C(Ma+Mb, Mb) is small."""
+    n = ma + mb
+    if math.comb(n, mb) <= EXACT_LIMIT:
+        masks = np.zeros((math.comb(n, mb), n), dtype=bool)
+        for i, idx in enumerate(itertools.combinations(range(n), mb)):
+            masks[i, list(idx)] = True
+        return masks, True
+    perm = np.argsort(generator.random((n_perm, n)), axis=1)  # (N, n) random permutations
+    masks = perm < mb
+    return masks, False
+
+
+def permutation_difference(
+    values_a: Any,
+    values_b: Any,
+    *,
+    pairwise: bool = False,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    generator: np.random.Generator,
+    alternative: Alternative = "two-sided",
+    n_perm: int = 10000,
+    max_statistic: bool = False,
+) -> Comparison:
+    """Unpaired comparison of two families with different seeds.
+
+    values_a [Ma, ...], values_b [Mb, ...]: per-seed values that are independent across
+    seeds (e.g. a seed's perplexity). For a pairwise metric pass the pairwise matrices
+    [Ma, Ma, ...] / [Mb, Mb, ...] with ``pairwise=True``: they are reduced to jackknife
+    pseudo-values for the test (row means would be anti-conservative: a true null was
+    rejected 34% of the time at alpha 0.05) and Multi-Bootstrapped for the CI.
+    delta = mean(b) - mean(a) (= family_mean(b) - family_mean(a) for pairwise input).
+    p-value: seed-label permutation test of the difference in means; every split when
+    C(Ma+Mb, Mb) <= 4096, else ``n_perm`` random ones. CI: percentile bootstrap resampling
+    seeds within each family independently. ``max_statistic``: max-T adjusted p-values over
+    the elements of a vector-valued delta, each standardised by the pooled spread.
+    """
+    if pairwise:
+        xa = _pairwise(values_a, name="values_a")
+        xb = _pairwise(values_b, name="values_b")
+        _min_seeds_for_test(xa.shape[0], name="values_a")
+        _min_seeds_for_test(xb.shape[0], name="values_b")
+        va = _pseudovalues(xa)  # (Ma, ...)
+        vb = _pseudovalues(xb)  # (Mb, ...)
+    else:
+        va = _per_seed(values_a, name="values_a")
+        vb = _per_seed(values_b, name="values_b")
+    if va.shape[1:] != vb.shape[1:]:
+        raise ValueError(
+            f"values_b: per-seed shape {vb.shape[1:]} differs from values_a {va.shape[1:]}; "
+            "both families must report the same layers/heads"
+        )
+    _check_common(n_boot=n_boot, ci=ci, generator=generator)
+    _check_alternative(alternative)
+    if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
+        raise ValueError(f"n_perm: expected a positive int, got {n_perm!r}")
+    ma, mb = va.shape[0], vb.shape[0]
+    delta = vb.mean(axis=0) - va.mean(axis=0)  # (...)
+
+    if pairwise:
+        ca = _seed_counts(ma, n_boot, generator, min_distinct=2)
+        cb = _seed_counts(mb, n_boot, generator, min_distinct=2)
+        boot = _boot_pairwise(xb, cb, None, None) - _boot_pairwise(xa, ca, None, None)
+    else:
+        ca = _seed_counts(ma, n_boot, generator, min_distinct=1)
+        cb = _seed_counts(mb, n_boot, generator, min_distinct=1)
+        boot = _boot_per_seed(vb, cb, None, None) - _boot_per_seed(va, ca, None, None)
+    lo, hi = _percentile_ci(boot, ci)
+
+    pooled = np.concatenate([va, vb], axis=0)  # (Ma+Mb, ...)
+    flat = pooled.reshape(ma + mb, -1)  # (n, R)
+    masks, exact = _label_splits(ma, mb, n_perm, generator)  # (N, n)
+    null = (masks @ flat) / mb - (~masks @ flat) / ma  # (N, R)
+    null = null.reshape((masks.shape[0],) + delta.shape)
+    scale = pooled.std(axis=0)  # (...) invariant under relabelling
+    p = _p_values(null, delta, alternative=alternative, max_statistic=max_statistic,
+                  scale=scale, exact=exact)
+    method = "seed bootstrap CI" + (" (multi-bootstrap)" if pairwise else "") + \
+        "; seed-label permutation test" + (" on seed pseudo-values" if pairwise else "")
+    if max_statistic and delta.ndim > 0:
+        method += " (max-T adjusted)"
+    return Comparison(
+        delta=_scalar_or_array(np.asarray(delta)), lo=_scalar_or_array(lo),
+        hi=_scalar_or_array(hi), p_value=_scalar_or_array(np.asarray(p, dtype=np.float64)),
+        n_seeds=(ma, mb), alternative=alternative, method=method, ci=float(ci),
+        n_boot=n_boot, n_perm=int(masks.shape[0]), exact=exact,
+    )
+
+
+def holm(pvalues: Any) -> np.ndarray:
+    """Holm step-down adjusted p-values, same shape as ``pvalues``, monotone, capped at 1.
+
+    adj_(i) = max_{j <= i} min(1, (n - j + 1) p_(j)) over the ascending order p_(1) <= ...
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    flat = p.reshape(-1)
+    if flat.size == 0:
+        raise ValueError("pvalues: empty; nothing to adjust")
+    if not np.all(np.isfinite(flat)) or flat.min() < 0.0 or flat.max() > 1.0:
+        raise ValueError(f"pvalues: expected finite values in [0, 1], got {flat.tolist()}")
+    n = flat.size
+    order = np.argsort(flat, kind="stable")
+    adj = np.minimum(1.0, np.maximum.accumulate((n - np.arange(n)) * flat[order]))
+    out = np.empty(n)
+    out[order] = adj
+    return out.reshape(p.shape)

@@ -1,0 +1,372 @@
+"""Seed-level statistics: reference loops, coverage, test calibration, error paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from harness.stats import (
+    Comparison,
+    Estimate,
+    family_mean,
+    holm,
+    paired_difference,
+    permutation_difference,
+    seed_bootstrap,
+    seed_bootstrap_per_seed,
+    seed_contributions,
+    seed_pseudovalues,
+)
+
+
+def simulated_family(rng: np.random.Generator, m: int, *, mu: float = 0.7, seed_sd: float = 0.05,
+                     pair_sd: float = 0.02, shape: tuple[int, ...] = ()) -> np.ndarray:
+    """Symmetric pairwise matrix mu + u_a + u_m + e_am with a NaN diagonal: [M, M, *shape]."""
+    u = rng.normal(0.0, seed_sd, size=(m,) + shape)
+    e = rng.normal(0.0, pair_sd, size=(m, m) + shape)
+    e = (e + np.swapaxes(e, 0, 1)) / np.sqrt(2.0)
+    x = mu + u[:, None] + u[None, :] + e
+    x[np.arange(m), np.arange(m)] = np.nan
+    return x
+
+
+# ----------------------------------------------------------------------------- family mean
+
+
+def test_family_mean_against_loop_and_ignores_diagonal() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 5, 3))
+    x[np.arange(5), np.arange(5)] = 1e9  # would dominate if it were read
+    want = np.zeros(3)
+    for a in range(5):
+        for m in range(5):
+            if a != m:
+                want += x[a, m] / 20
+    np.testing.assert_allclose(family_mean(x), want, rtol=1e-12)
+    assert family_mean(x).dtype == np.float64
+    np.testing.assert_allclose(seed_contributions(x).mean(axis=0), want, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- bootstrap
+
+
+def multi_bootstrap_loop(x: np.ndarray, draws: np.ndarray, ci: float) -> tuple[float, float]:
+    """Reference: for each resample s, mean of x[s_i, s_j] over positions with s_i != s_j."""
+    stats = []
+    for s in draws:
+        vals = [x[s[i], s[j]] for i in range(len(s)) for j in range(len(s)) if s[i] != s[j]]
+        stats.append(sum(vals) / len(vals))
+    lo, hi = np.quantile(stats, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+    return float(lo), float(hi)
+
+
+def test_seed_bootstrap_matches_reference_loop() -> None:
+    rng = np.random.default_rng(1)
+    x = simulated_family(rng, 6)
+    est = seed_bootstrap(x, n_boot=300, ci=0.9, generator=np.random.default_rng(42))
+    draws = np.random.default_rng(42).integers(0, 6, size=(300, 6))
+    lo, hi = multi_bootstrap_loop(x, draws, 0.9)
+    assert est.lo == pytest.approx(lo, abs=1e-12)
+    assert est.hi == pytest.approx(hi, abs=1e-12)
+    assert est.value == pytest.approx(float(family_mean(x)), abs=1e-15)
+    assert (est.n_seeds, est.n_boot, est.ci) == (6, 300, 0.9)
+
+
+def test_bootstrap_never_uses_same_seed_pairs() -> None:
+    rng = np.random.default_rng(2)
+    x = simulated_family(rng, 6)
+    x[np.arange(6), np.arange(6)] = 1e6  # nearly every resample repeats a seed
+    est = seed_bootstrap(x, n_boot=500, generator=np.random.default_rng(0))
+    off = x[~np.eye(6, dtype=bool)]
+    assert off.min() <= est.lo <= est.value <= est.hi <= off.max()
+    d = paired_difference(x, x + 0.1, n_boot=200, generator=np.random.default_rng(0))
+    assert d.lo == pytest.approx(0.1, abs=1e-9) and d.hi == pytest.approx(0.1, abs=1e-9)
+
+
+def test_bootstrap_coverage_at_ten_seeds() -> None:
+    # Seed effects dominate (as in real families). A percentile bootstrap over 10 seeds
+    # undercovers: measured ~0.86 for nominal 0.95 here (0.91 at M=20, 0.93 at M=40).
+    # Resampling pairs as if independent would cover far less; that is checked too, so a
+    # bootstrap that ignored the seed structure would fail this test.
+    rng = np.random.default_rng(3)
+    n_fam, m, mu = 200, 10, 0.7
+    hit = hit_naive = 0
+    iu = np.triu_indices(m, k=1)
+    for _ in range(n_fam):
+        x = simulated_family(rng, m, mu=mu)
+        est = seed_bootstrap(x, n_boot=500, generator=rng)
+        hit += est.lo <= mu <= est.hi
+        pairs = x[iu]  # (45,)
+        boots = pairs[rng.integers(0, pairs.size, size=(500, pairs.size))].mean(axis=1)
+        lo, hi = np.quantile(boots, [0.025, 0.975])
+        hit_naive += lo <= mu <= hi
+    assert 0.80 <= hit / n_fam <= 0.97, hit / n_fam
+    assert hit_naive / n_fam < 0.6, hit_naive / n_fam
+
+
+def test_bootstrap_vector_valued_and_prompt_axis() -> None:
+    rng = np.random.default_rng(4)
+    x = simulated_family(rng, 6, shape=(4, 5))  # (M, M, L=4, P=5)
+    x = x + np.array([0.0, 0.3, -0.3, 0.1, -0.1])  # prompt effects
+    est = seed_bootstrap(x, n_boot=300, generator=np.random.default_rng(0))
+    assert est.value.shape == (4, 5)
+    np.testing.assert_allclose(est.value, family_mean(x), atol=1e-15)
+    assert np.all(est.lo <= est.value) and np.all(est.value <= est.hi)
+
+    est_p = seed_bootstrap(x, n_boot=300, generator=np.random.default_rng(0), prompt_axis=-1)
+    assert est_p.value.shape == (4,) and est_p.n_prompts == 5
+    np.testing.assert_allclose(est_p.value, family_mean(x).mean(axis=-1), atol=1e-15)
+    # reference loop for layer 0: prompt counts are drawn before the seed resample
+    g = np.random.default_rng(0)
+    pdraw = g.integers(0, 5, size=(300, 5))
+    sdraw = g.integers(0, 6, size=(300, 6))
+    stats = []
+    for s, pp in zip(sdraw, pdraw):
+        vals = [x[s[i], s[j], 0, p] for i in range(6) for j in range(6) if s[i] != s[j]
+                for p in pp]
+        stats.append(np.mean(vals))
+    assert est_p.lo[0] == pytest.approx(np.quantile(stats, 0.025), abs=1e-12)
+    # prompt resampling widens the interval when prompts differ
+    seed_only = seed_bootstrap(family_mean_over_prompts(x), n_boot=300,
+                               generator=np.random.default_rng(0))
+    assert np.all(est_p.hi - est_p.lo > seed_only.hi - seed_only.lo)
+    d = est_p.to_dict()
+    json.dumps(d)
+    assert set(d) == {"value", "lo", "hi", "n_seeds", "n_boot", "ci", "method", "n_prompts"}
+
+
+def family_mean_over_prompts(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=-1)
+
+
+def test_seed_bootstrap_per_seed() -> None:
+    v = np.array([0.1, 0.4, 0.2, 0.9, 0.5])
+    est = seed_bootstrap_per_seed(v, n_boot=400, generator=np.random.default_rng(7))
+    draws = np.random.default_rng(7).integers(0, 5, size=(400, 5))
+    means = v[draws].mean(axis=1)
+    assert est.value == pytest.approx(v.mean())
+    assert est.lo == pytest.approx(np.quantile(means, 0.025), abs=1e-12)
+    assert est.hi == pytest.approx(np.quantile(means, 0.975), abs=1e-12)
+    assert isinstance(est, Estimate)
+    vp = np.random.default_rng(0).random((5, 3, 7))  # (M, L, P)
+    e2 = seed_bootstrap_per_seed(vp, n_boot=50, generator=np.random.default_rng(0),
+                                 prompt_axis=2)
+    assert e2.value.shape == (3,)
+    np.testing.assert_allclose(e2.value, vp.mean(axis=(0, 2)))
+
+
+# ----------------------------------------------------------------------------- paired
+
+
+def _three_seed_family(x01: float, x02: float, x12: float) -> np.ndarray:
+    x = np.full((3, 3), np.nan)
+    x[0, 1] = x[1, 0] = x01
+    x[0, 2] = x[2, 0] = x02
+    x[1, 2] = x[2, 1] = x12
+    return x
+
+
+def pseudovalues_loop(x: np.ndarray) -> np.ndarray:
+    """Reference: ps_k = M T - (M - 1) T_(-k), each family mean recomputed by a loop."""
+    m = x.shape[0]
+
+    def mean_over(seeds: list[int]) -> float:
+        vals = [x[a, b] for a in seeds for b in seeds if a != b]
+        return sum(vals) / len(vals)
+
+    t = mean_over(list(range(m)))
+    return np.array([m * t - (m - 1) * mean_over([s for s in range(m) if s != k])
+                     for k in range(m)])
+
+
+def test_pseudovalues_against_loop() -> None:
+    rng = np.random.default_rng(10)
+    x = rng.random((6, 6))  # not symmetric on purpose
+    x[np.arange(6), np.arange(6)] = np.nan
+    np.testing.assert_allclose(seed_pseudovalues(x), pseudovalues_loop(x), rtol=1e-12)
+    assert seed_pseudovalues(x).mean() == pytest.approx(float(family_mean(x)), abs=1e-14)
+    # 3 seeds: ps_0 = x01 + x02 - x12 etc.
+    np.testing.assert_allclose(seed_pseudovalues(_three_seed_family(1.5, 2.0, 2.5)),
+                               [1.0, 2.0, 3.0], atol=1e-14)
+    with pytest.raises(ValueError, match="at least 3 seeds"):
+        seed_pseudovalues(np.array([[np.nan, 1.0], [1.0, np.nan]]))
+
+
+def test_sign_flip_exact_hand_example() -> None:
+    zeros = _three_seed_family(0.0, 0.0, 0.0)
+    g = np.random.default_rng(0)
+    # pseudo-values (1, 2, 3): sums over the 8 sign flips are 6 4 2 0 0 -2 -4 -6
+    b = _three_seed_family(1.5, 2.0, 2.5)
+    c = paired_difference(zeros, b, generator=g, alternative="greater", n_boot=10)
+    assert c.delta == pytest.approx(2.0) and c.exact and c.n_perm == 8
+    assert c.p_value == pytest.approx(1 / 8)
+    assert paired_difference(zeros, b, generator=g, n_boot=10).p_value == pytest.approx(2 / 8)
+    assert paired_difference(zeros, b, generator=g, alternative="less",
+                             n_boot=10).p_value == pytest.approx(1.0)
+    assert paired_difference(b, zeros, generator=g, alternative="less",
+                             n_boot=10).p_value == pytest.approx(1 / 8)
+    # pseudo-values (1, 2, -3): sums 0 -2 -4 -6 6 4 2 0; ties with the observed 0 count
+    b2 = _three_seed_family(1.5, -1.0, -0.5)
+    assert paired_difference(zeros, b2, generator=g, alternative="greater",
+                             n_boot=10).p_value == pytest.approx(5 / 8)
+
+
+def test_sign_flip_monte_carlo_above_limit() -> None:
+    rng = np.random.default_rng(5)
+    a = simulated_family(rng, 13)
+    b = a + 0.05 + simulated_family(rng, 13, mu=0.0, seed_sd=0.01)
+    c = paired_difference(a, b, generator=rng, n_perm=999, alternative="greater", n_boot=100)
+    assert not c.exact and c.n_perm == 999
+    assert c.p_value == pytest.approx(1 / 1000)  # never 0 for Monte-Carlo
+    assert c.lo > 0
+
+
+def test_paired_test_calibration_and_power() -> None:
+    rng = np.random.default_rng(6)
+    n_rep, m = 300, 8
+    rej_null = rej_shift = 0
+    for _ in range(n_rep):
+        shared = simulated_family(rng, m)  # seed k pairs: same init in both families
+        a = shared + simulated_family(rng, m, mu=0.0, seed_sd=0.03)
+        b = shared + simulated_family(rng, m, mu=0.0, seed_sd=0.03)
+        rej_null += paired_difference(a, b, n_boot=1, generator=rng).p_value <= 0.05
+        rej_shift += paired_difference(a, b + 0.12, n_boot=1, generator=rng,
+                                       alternative="greater").p_value <= 0.05
+    assert 0.01 <= rej_null / n_rep <= 0.10, rej_null / n_rep
+    assert rej_shift / n_rep >= 0.85, rej_shift / n_rep
+
+
+def test_paired_vector_and_max_statistic() -> None:
+    rng = np.random.default_rng(7)
+    a = simulated_family(rng, 8, shape=(5,))  # (M, M, L)
+    b = a + simulated_family(rng, 8, mu=0.0, seed_sd=0.03, shape=(5,))
+    b[:, :, 2] += 0.2  # one layer really differs
+    raw = paired_difference(a, b, n_boot=200, generator=np.random.default_rng(0))
+    adj = paired_difference(a, b, n_boot=200, generator=np.random.default_rng(0),
+                            max_statistic=True)
+    assert raw.delta.shape == (5,) and raw.p_value.shape == (5,)
+    np.testing.assert_allclose(raw.delta, family_mean(b) - family_mean(a), atol=1e-14)
+    assert np.all(adj.p_value >= raw.p_value - 1e-15)
+    assert adj.p_value[2] <= 0.01 and "max-T" in adj.method
+    assert np.any(adj.p_value > raw.p_value)
+    json.dumps(adj.to_dict())
+
+
+# ----------------------------------------------------------------------------- unpaired
+
+
+def test_permutation_exact_hand_example() -> None:
+    g = np.random.default_rng(0)
+    # splits of {0, 1, 2, 3} into b (2 values): mean differences 2 1 0 0 -1 -2
+    c = permutation_difference(np.array([0.0, 1.0]), np.array([2.0, 3.0]), generator=g,
+                               alternative="greater", n_boot=10)
+    assert isinstance(c, Comparison)
+    assert c.delta == pytest.approx(2.0) and c.exact and c.n_perm == 6
+    assert c.p_value == pytest.approx(1 / 6)
+    c2 = permutation_difference(np.array([0.0, 1.0]), np.array([2.0, 3.0]), generator=g,
+                                n_boot=10)
+    assert c2.p_value == pytest.approx(2 / 6) and c2.n_seeds == (2, 2)
+
+
+def test_permutation_calibration_and_power() -> None:
+    rng = np.random.default_rng(8)
+    n_rep = 300
+    rej_null = rej_shift = 0
+    for _ in range(n_rep):
+        va, vb = rng.normal(size=8), rng.normal(size=8)
+        rej_null += permutation_difference(va, vb, n_boot=1, n_perm=499,
+                                           generator=rng).p_value <= 0.05
+        rej_shift += permutation_difference(va, vb + 2.0, n_boot=1, n_perm=499,
+                                            generator=rng).p_value <= 0.05
+    assert 0.015 <= rej_null / n_rep <= 0.095, rej_null / n_rep
+    assert rej_shift / n_rep >= 0.85, rej_shift / n_rep
+
+
+def test_permutation_pairwise_input() -> None:
+    rng = np.random.default_rng(9)
+    a, b = simulated_family(rng, 6), simulated_family(rng, 7, mu=0.8)
+    c = permutation_difference(a, b, pairwise=True, n_boot=300, generator=rng)
+    assert c.delta == pytest.approx(float(family_mean(b) - family_mean(a)), abs=1e-14)
+    assert c.lo < c.delta < c.hi and c.n_seeds == (6, 7) and "multi-bootstrap" in c.method
+    c2 = permutation_difference(seed_pseudovalues(a), seed_pseudovalues(b), n_boot=10,
+                                generator=np.random.default_rng(1))
+    assert c2.delta == pytest.approx(c.delta, abs=1e-14)
+    assert c2.p_value == pytest.approx(c.p_value)  # exact: C(13, 7) = 1716 splits
+
+
+def test_pairwise_tests_are_calibrated_where_row_means_are_not() -> None:
+    # Two families from one distribution; pairwise metric with seed effects. Permuting row
+    # means rejects far too often (their shared seeds correlate them); pseudo-values do not.
+    rng = np.random.default_rng(12)
+    n_rep, m = 200, 8
+    rej = rej_rows = 0
+    for _ in range(n_rep):
+        a, b = simulated_family(rng, m), simulated_family(rng, m)
+        rej += permutation_difference(a, b, pairwise=True, n_boot=1, n_perm=299,
+                                      generator=rng).p_value <= 0.05
+        rej_rows += permutation_difference(seed_contributions(a), seed_contributions(b),
+                                           n_boot=1, n_perm=299,
+                                           generator=rng).p_value <= 0.05
+    assert 0.01 <= rej / n_rep <= 0.10, rej / n_rep
+    assert rej_rows / n_rep > 0.2, rej_rows / n_rep
+
+
+# ----------------------------------------------------------------------------- holm
+
+
+def test_holm_hand_example() -> None:
+    # sorted 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> running max 0.06
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(holm([0.5, 0.6]), [1.0, 1.0])  # capped at 1
+    np.testing.assert_allclose(holm(np.array([[0.01], [0.02]])), [[0.02], [0.02]])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        holm([0.1, 1.2])
+    with pytest.raises(ValueError, match="empty"):
+        holm([])
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_error_paths() -> None:
+    g = np.random.default_rng(0)
+    x = simulated_family(g, 4)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        family_mean(np.full((1, 1), np.nan))
+    with pytest.raises(ValueError, match=r"\[M, M, \.\.\.\]"):
+        family_mean(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"\[M, M, \.\.\.\]"):
+        seed_bootstrap(np.zeros(3), generator=g)
+    bad = x.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"off-diagonal entry \(1, 2\)"):
+        seed_bootstrap(bad, generator=g)
+    for ci in (0.0, 1.0, 1.5, "0.9"):
+        with pytest.raises(ValueError, match="ci: expected"):
+            seed_bootstrap(x, ci=ci, generator=g)
+    with pytest.raises(ValueError, match="n_boot"):
+        seed_bootstrap(x, n_boot=0, generator=g)
+    with pytest.raises(TypeError, match="numpy.random.Generator"):
+        seed_bootstrap(x, generator=0)
+    with pytest.raises(ValueError, match="prompt_axis"):
+        seed_bootstrap(x, generator=g, prompt_axis=1)
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_difference(x, simulated_family(g, 5), generator=g)
+    with pytest.raises(ValueError, match="alternative"):
+        paired_difference(x, x, generator=g, alternative="bigger")
+    with pytest.raises(ValueError, match="n_perm"):
+        paired_difference(x, x, generator=g, n_perm=0)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        permutation_difference(np.array([1.0]), np.array([1.0, 2.0]), generator=g)
+    with pytest.raises(ValueError, match="per-seed shape"):
+        permutation_difference(np.zeros((3, 2)), np.zeros((3, 4)), generator=g)
+    with pytest.raises(ValueError, match="NaN"):
+        seed_bootstrap_per_seed(np.array([1.0, np.nan]), generator=g)
+    two = np.array([[np.nan, 1.0], [1.0, np.nan]])
+    with pytest.raises(ValueError, match="at least 3 seeds"):
+        paired_difference(two, two, generator=g)
+    with pytest.raises(ValueError, match="at least 3 seeds"):
+        permutation_difference(two, x, pairwise=True, generator=g)
+    assert seed_bootstrap(two, n_boot=20, generator=g).lo == 1.0  # M = 2 CI is degenerate
