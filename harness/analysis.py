@@ -87,9 +87,9 @@ def analyze_family(family: Family, *, options: AnalysisOptions = AnalysisOptions
     if tokens.shape[0] < 2:
         raise ValueError(f"{cfg.source}: probe.n_prompts: at least 2 prompts are needed for the "
                          f"shuffled-prompt null, got {tokens.shape[0]}")
-    if len(family.seeds) < 2:
-        raise ValueError(f"{cfg.source}: seeds: a family needs at least 2 seeds to measure stability "
-                         f"across seeds, got {len(family.seeds)}")
+    if len(family.seeds) < 3:
+        raise ValueError(f"{cfg.source}: seeds: a family needs at least 3 seeds for seed-level confidence "
+                         f"intervals and tests, got {len(family.seeds)}; add seeds to the spec")
     t0 = time.perf_counter()
     say("capturing activations")
     cap = capture_family(family.models, tokens, seeds=[s.seed for s in family.seeds])
@@ -127,6 +127,7 @@ def analyze_family(family: Family, *, options: AnalysisOptions = AnalysisOptions
         "n_boot": options.n_boot, "null_shift": options.null_shift,
         "induction_heads": agg.extra.get("induction_heads"),
         "cross_layer_same_fraction": agg.extra.get("same_layer_fraction"),
+        "delta_ppl": agg.extra.get("delta_ppl"),  # [M, L, H] per-head ablation effect
     }
     return Analysis(family=cfg.name, fingerprint=family.fingerprint, seeds=tuple(s.seed for s in family.seeds),
                     device_class=family.device_class, probe_digest=data_mod.digest(tokens),
@@ -297,8 +298,9 @@ def _cka(cap: FamilyCapture, stab: dict[str, Any], agg: _Aggregator, o: Analysis
         gap = cka.stability_gap(resid["debiased", "mid"], head_pw["debiased"])
         agg.pairwise("gap.cka", gap, higher=True,
                      desc="residual-over-head gap, like for like: resid_mid CKA - head-output CKA (debiased)")
-        agg.derived("gap.cka.trend", gap, cka.depth_trend, higher=True,
-                    desc="slope of the CKA gap over relative depth")
+        if gap.shape[-1] >= 2:
+            agg.derived("gap.cka.trend", gap, cka.depth_trend, higher=True,
+                        desc="slope of the CKA gap over relative depth")
         agg.pairwise("gap.pattern", resid["debiased", "mid"] - stab["raw_pw"], higher=True,
                      desc="resid_mid CKA (debiased) - head-pattern stability (the paper's comparison)")
 
@@ -405,6 +407,9 @@ def compare_families(a: Analysis, b: Analysis, *, metrics: Sequence[str], n_boot
         if paired and ma.pairwise is not None and mb.pairwise is not None:
             out[name] = stats.paired_difference(ma.pairwise, mb.pairwise, n_boot=n_boot, generator=gen,
                                                 alternative=alternative)
+        elif ma.pairwise is not None and mb.pairwise is not None:
+            out[name] = stats.permutation_difference(ma.pairwise, mb.pairwise, pairwise=True, n_boot=n_boot,
+                                                     generator=gen, alternative=alternative)
         else:
             out[name] = stats.permutation_difference(ma.unit_values(), mb.unit_values(), n_boot=n_boot,
                                                      generator=gen, alternative=alternative)

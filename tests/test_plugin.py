@@ -1,0 +1,450 @@
+"""End-to-end tests of the seedstab pytest plugin through ``pytester`` (no training: the
+analyses are built from synthetic per-seed values in the generated test module)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch  # noqa: F401  imported here, outside pytester's in-process runs: the plugin
+# imports torch lazily (for the header's versions), and pytester drops modules first imported
+# inside a run from sys.modules afterwards; unloading torch that way segfaults at the next GC.
+
+import harness.plugin as plugin
+
+REPO = Path(__file__).resolve().parents[1]
+# Block the installed entry point (if any) and load the module: works installed or not.
+PLUGIN = ("-p", "no:seedstab", "-p", "harness.plugin")
+
+MODULE = '''
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from harness.results import Analysis, Measurement
+
+P = json.loads(pathlib.Path(__file__).with_name("params.json").read_text())
+
+
+def family(*, seeds, shift, fingerprint, name="adam", n_layers=4):
+    """Per-layer per-seed stability (~0.8 +- 0.01) and a pairwise scalar (~0.9 +- 0.01)."""
+    ps = np.stack([0.8 + 0.01 * np.random.default_rng(s).standard_normal(n_layers)
+                   for s in seeds]) + shift                        # (M, L)
+    v = ps.mean(0)
+    layers = Measurement("head_stability", v, v - 0.01, v + 0.01, True, per_seed=ps,
+                         n_seeds=len(seeds))
+    M = len(seeds)
+    noise = np.random.default_rng(1000 + seeds[0]).standard_normal((M, M)) * 0.01
+    pw = 0.9 + (noise + noise.T) / 2 + shift                      # (M, M)
+    pw[np.arange(M), np.arange(M)] = np.nan
+    f = float(np.nanmean(pw))
+    scalar = Measurement("resid_cka", np.asarray(f), np.asarray(f - 0.01),
+                         np.asarray(f + 0.01), True, pairwise=pw, n_seeds=M)
+    return Analysis(name, fingerprint, tuple(seeds), "cpu", "probe-1",
+                    {"head_stability": layers, "resid_cka": scalar})
+
+
+def run_check(stability_baseline, **over):
+    p = {**P, **over}
+    fam = family(seeds=list(range(p["start"], p["start"] + 6)), shift=p["shift"],
+                 fingerprint=p["fp"])
+    return stability_baseline.check(fam, metrics=["head_stability", "resid_cka"],
+                                    tolerance=0.02, alpha=0.05, suite="demo")
+
+
+def test_alpha(stability_baseline):
+    v = run_check(stability_baseline)
+    assert v.status in ("pass", "updated")
+
+
+def test_beta(stability_baseline):
+    v = run_check(stability_baseline, shift=0.0, fp="fp-beta")
+    assert v.status in ("pass", "updated")
+'''
+
+
+@pytest.fixture
+def proj(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A project with one stability test module (two tests) and its params file."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # Other installed plugins (hypothesis, benchmark, ...) triple the cost of each inner run.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setattr(plugin, "_cuda_available", lambda: False)
+    # harness.plugin is imported by this file first, so the inner runs cannot rewrite it
+    pytester.makeini("[pytest]\nfilterwarnings = ignore::pytest.PytestAssertRewriteWarning\n")
+    pytester.makepyfile(test_mod=MODULE)
+    set_params(pytester)
+    return pytester
+
+
+def set_params(pytester: pytest.Pytester, *, start: int = 0, shift: float = 0.0,
+               fp: str = "fp-1") -> None:
+    (pytester.path / "params.json").write_text(json.dumps({"start": start, "shift": shift, "fp": fp}))
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest(*PLUGIN, "-rA", *args)
+
+
+def bpath(pytester: pytest.Pytester, test: str) -> Path:
+    return pytester.path / "baselines" / "cpu" / "demo" / f"{test}.json"
+
+
+def snapshot(paths: list[Path]) -> list[tuple[int, bytes]]:
+    return [(p.stat().st_mtime_ns, p.read_bytes()) for p in paths]
+
+
+# ----------------------------------------------------------------------------- missing / update
+
+
+def test_missing_baseline_fails_and_writes_obtained(proj: pytest.Pytester) -> None:
+    res = run(proj)
+    res.assert_outcomes(failed=2)
+    obtained = proj.path / "baselines" / "cpu" / "demo" / "test_alpha.obtained.json"
+    assert obtained.is_file() and not bpath(proj, "test_alpha").exists()
+    header = json.loads(obtained.read_text())["header"]
+    assert header["fingerprints"] == {"adam": "fp-1"} and header["seeds"] == {"adam": list(range(6))}
+    out = res.stdout.str()
+    assert "MISSING baseline" in out
+    assert "pytest test_mod.py::test_alpha --update-baselines" in out
+    assert "mv " in out and "test_alpha.obtained.json" in out
+    assert "MISSING   test_mod.py::test_alpha  wrote baselines/cpu/demo/test_alpha.obtained.json" in out
+    # accepting by rename works: the next run (other seeds) passes for that test
+    obtained.rename(bpath(proj, "test_alpha"))
+    set_params(proj, start=50)
+    run(proj).assert_outcomes(passed=1, failed=1)
+
+
+def test_update_then_rerun_passes(proj: pytest.Pytester) -> None:
+    res = run(proj, "--update-baselines")
+    res.assert_outcomes(passed=2)
+    assert "UPDATED   test_mod.py::test_alpha  wrote baselines/cpu/demo/test_alpha.json" in res.stdout.str()
+    text = bpath(proj, "test_alpha").read_text()
+    assert '"per_seed"' in text and '"pairwise"' in text
+    set_params(proj, start=100)  # fresh seeds, same distribution
+    res = run(proj)
+    res.assert_outcomes(passed=2)
+    assert "PASS      test_mod.py::test_alpha  baselines/cpu/demo/test_alpha.json" in res.stdout.str()
+
+
+def test_regression_fails_with_table(proj: pytest.Pytester) -> None:
+    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    before = snapshot([bpath(proj, "test_alpha")])
+    set_params(proj, start=100, shift=-0.1)  # worse by 5x the tolerance
+    res = run(proj, "-k", "alpha")
+    res.assert_outcomes(failed=1)
+    out = res.stdout.str()
+    assert "REGRESSED" in out
+    res.stdout.fnmatch_lines([
+        "*metric*layer*baseline*obtained*CI*p*tolerance*flag*",
+        "*head_stability*0*REGRESSED*",
+        "*resid_cka*-*REGRESSED*",
+        "*seeds (baseline):  adam: [[]0, 1, 2, 3, 4, 5[]]*",
+        "*seeds (candidate): adam: [[]100, 101, 102, 103, 104, 105[]]*",
+        "*pytest test_mod.py::test_alpha --update-baselines*",
+    ])
+    assert "Traceback" not in out and "def check" not in out  # __tracebackhide__, pytrace=False
+    assert snapshot([bpath(proj, "test_alpha")]) == before  # a failure never rewrites
+    assert (bpath(proj, "test_alpha").parent / "test_alpha.obtained.json").is_file()
+
+
+def test_better_candidate_and_small_change_pass(proj: pytest.Pytester) -> None:
+    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    set_params(proj, start=100, shift=-0.008)  # worse, but within tolerance 0.02
+    run(proj).assert_outcomes(passed=2)
+    set_params(proj, start=100, shift=+0.2)  # much better: never a regression
+    run(proj).assert_outcomes(passed=2)
+
+
+def test_stale_header_is_reported_as_stale(proj: pytest.Pytester) -> None:
+    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    set_params(proj, start=100, shift=-0.1, fp="fp-2")  # also worse: stale wins, no comparison
+    res = run(proj, "-k", "alpha")
+    res.assert_outcomes(failed=1)
+    out = res.stdout.str()
+    assert "STALE baseline (not a regression)" in out
+    assert "fingerprint of family adam changed: fp-1 -> fp-2" in out
+    assert "STALE     test_mod.py::test_alpha" in out
+    assert "REGRESSED" not in out
+    # --update-baselines accepts the new fingerprint
+    run(proj, "-k", "alpha", "--update-baselines").assert_outcomes(passed=1)
+    set_params(proj, start=200, fp="fp-2")
+    run(proj, "-k", "alpha").assert_outcomes(passed=1)
+
+
+def test_invalid_json_names_the_file(proj: pytest.Pytester) -> None:
+    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    path = bpath(proj, "test_alpha")
+    path.write_text('{"header": {\n  "schema_version": 1,,\n}')
+    res = run(proj)
+    res.assert_outcomes(passed=1, failed=1)
+    out = res.stdout.str()
+    assert "INVALID baseline" in out and str(path) in out
+    assert "invalid JSON at line 2" in out and "--update-baselines" in out
+    assert "INVALID   test_mod.py::test_alpha" in out
+    assert path.read_text().startswith('{"header": {\n')  # left as it was
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def test_k_run_leaves_other_baselines_alone(proj: pytest.Pytester) -> None:
+    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    stray = proj.path / "baselines" / "cpu" / "demo" / "test_removed.json"
+    stray.write_bytes(bpath(proj, "test_beta").read_bytes())
+    before = snapshot([bpath(proj, "test_beta"), stray])
+    alpha_before = bpath(proj, "test_alpha").read_bytes()
+    set_params(proj, start=300)
+    res = run(proj, "-k", "alpha", "--update-baselines")
+    res.assert_outcomes(passed=1)
+    out = res.stdout.str()
+    assert snapshot([bpath(proj, "test_beta"), stray]) == before
+    assert bpath(proj, "test_alpha").read_bytes() != alpha_before  # the selected one was rewritten
+    assert "test_removed" not in out
+    assert "unused baselines: not checked, some tests were deselected" in out
+    # a node id selects too
+    res = run(proj, "test_mod.py::test_alpha")
+    res.assert_outcomes(passed=1)
+    assert "test_removed" not in res.stdout.str()
+    assert "selected by file or node id" in res.stdout.str()
+
+
+def test_full_run_reports_unused_baseline(proj: pytest.Pytester) -> None:
+    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    stray = proj.path / "baselines" / "cpu" / "demo" / "test_removed.json"
+    stray.write_text("not even json")  # unused files are listed, never read or deleted
+    other = proj.path / "baselines" / "cuda-h100" / "demo" / "test_alpha.json"
+    other.parent.mkdir(parents=True)
+    other.write_text("{}")
+    res = run(proj)
+    res.assert_outcomes(passed=2)
+    res.stdout.fnmatch_lines(["*unused baselines (no test used them in this run; nothing was "
+                              "deleted):*", "  baselines/cpu/demo/test_removed.json",
+                              "*other device classes, not checked: cuda-h100*"])
+    assert stray.read_text() == "not even json" and other.exists()
+    stray.unlink()
+    res = run(proj)
+    assert "unused baselines: none" in res.stdout.str()
+
+
+def test_stop_on_first_failure_does_not_report_unused(proj: pytest.Pytester) -> None:
+    res = run(proj, "-x")  # no baselines: the first test fails, the second never runs
+    res.assert_outcomes(failed=1)
+    out = res.stdout.str()
+    assert "unused baselines: not checked, the run stopped at the first failure" in out
+    assert not (bpath(proj, "test_beta").parent / "test_beta.obtained.json").exists()
+
+
+def test_junitxml_carries_status(proj: pytest.Pytester) -> None:
+    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    res = run(proj, "--junitxml=out.xml")
+    res.assert_outcomes(passed=2)
+    xml = (proj.path / "out.xml").read_text()
+    assert '<property name="seedstab_status" value="pass"' in xml
+    assert 'name="seedstab_baseline"' in xml and "test_alpha.json" in xml
+
+
+def test_xdist_reports_from_controller(proj: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    stray = proj.path / "baselines" / "cpu" / "demo" / "test_removed.json"
+    stray.write_text("{}")
+    res = proj.runpytest_subprocess(*PLUGIN, "-p", "xdist", "-n", "2", timeout=120)
+    res.assert_outcomes(passed=2)
+    out = res.stdout.str()
+    assert "PASS      test_mod.py::test_alpha" in out and "PASS      test_mod.py::test_beta" in out
+    assert "  baselines/cpu/demo/test_removed.json" in out
+    assert len([ln for ln in out.splitlines() if ln.startswith("=") and " seedstab " in ln]) == 1
+    # deselection happens on the workers; the controller must still know
+    res = proj.runpytest_subprocess(*PLUGIN, "-p", "xdist", "-n", "2", "-k", "alpha",
+                                    timeout=120)
+    res.assert_outcomes(passed=1)
+    out = res.stdout.str()
+    assert "test_removed" not in out
+    assert "unused baselines: not checked, some tests were deselected" in out
+
+
+def test_same_test_name_in_two_modules_is_an_error(proj: pytest.Pytester) -> None:
+    proj.makepyfile(test_other=MODULE)
+    res = run(proj, "--update-baselines")
+    res.assert_outcomes(passed=2, failed=2)
+    assert "map to the same baseline file" in res.stdout.str()
+
+
+def test_wrong_arguments_to_check_fail_readably(proj: pytest.Pytester) -> None:
+    proj.makepyfile(test_args='''
+        import pytest
+        from test_mod import family
+
+        def fam():
+            return family(seeds=[0, 1, 2], shift=0.0, fingerprint="x")
+
+        def test_unknown_metric(stability_baseline):
+            with pytest.raises(KeyError, match="no measurement 'nope'"):
+                stability_baseline.check(fam(), metrics=["nope"], tolerance=0.1, alpha=0.05,
+                                         suite="s")
+
+        def test_unknown_family(stability_baseline):
+            with pytest.raises(ValueError, match="names family 'sgd'"):
+                stability_baseline.check(fam(), metrics=["sgd:resid_cka"], tolerance=0.1,
+                                         alpha=0.05, suite="s")
+
+        def test_not_an_analysis(stability_baseline):
+            with pytest.raises(TypeError, match="expected an Analysis"):
+                stability_baseline.check({"a": 1}, metrics=["x"], tolerance=0.1, alpha=0.05,
+                                         suite="s")
+
+        def test_bad_suite(stability_baseline):
+            with pytest.raises(ValueError, match="suite: expected a plain directory name"):
+                stability_baseline.check(fam(), metrics=["resid_cka"], tolerance=0.1,
+                                         alpha=0.05, suite="../up")
+
+        def test_tolerance_mapping_missing_metric(stability_baseline):
+            with pytest.raises(ValueError, match="tolerance: no entry for metric 'resid_cka'"):
+                stability_baseline.check(fam(), metrics=["resid_cka"],
+                                         tolerance={"head_stability": 0.1}, alpha=0.05, suite="s")
+
+        def test_bad_alpha(stability_baseline):
+            with pytest.raises(ValueError, match="alpha: expected a level strictly between"):
+                stability_baseline.check(fam(), metrics=["resid_cka"], tolerance=0.1, alpha=5,
+                                         suite="s")
+
+        def test_negative_tolerance(stability_baseline):
+            with pytest.raises(ValueError, match="tolerance: expected a finite number >= 0"):
+                stability_baseline.check(fam(), metrics=["resid_cka"],
+                                         tolerance={"resid_cka": -1.0}, alpha=0.05, suite="s")
+    ''')
+    # checked in update mode too (where no comparison uses them), and nothing gets written
+    res = run(proj, "test_args.py", "--update-baselines")
+    res.assert_outcomes(passed=7)
+    assert not (proj.path / "baselines" / "cpu" / "s").exists()
+
+
+def test_power_note_when_too_few_seeds(proj: pytest.Pytester) -> None:
+    proj.makepyfile(test_few='''
+        from test_mod import family
+
+        def test_few(stability_baseline):
+            v = stability_baseline.check(family(seeds=[0, 1, 2], shift=0.0, fingerprint="x"),
+                                         metrics=["head_stability"], tolerance=0.1, alpha=0.05,
+                                         suite="s")
+            if v.status == "pass":
+                assert any("cannot detect a regression" in n for n in v.notes), v.notes
+    ''')
+    run(proj, "test_few.py", "--update-baselines").assert_outcomes(passed=1)
+    run(proj, "test_few.py").assert_outcomes(passed=1)
+
+
+# ----------------------------------------------------------------------------- gpu marker, options
+
+
+GPU_MODULE = '''
+import pytest
+
+@pytest.mark.gpu
+def test_on_gpu():
+    pass
+
+def test_plain():
+    pass
+'''
+
+
+def test_gpu_marker_skips_without_cuda(proj: pytest.Pytester) -> None:
+    proj.makepyfile(test_gpu=GPU_MODULE)
+    res = run(proj, "test_gpu.py")
+    res.assert_outcomes(passed=1, skipped=1)
+    assert "torch sees none" in res.stdout.str()
+
+
+def test_gpu_marker_fails_with_require_gpu(proj: pytest.Pytester) -> None:
+    proj.makepyfile(test_gpu=GPU_MODULE)
+    res = run(proj, "test_gpu.py", "--require-gpu")
+    res.assert_outcomes(passed=1, errors=1)
+    assert "--require-gpu was given, but torch sees no CUDA device" in res.stdout.str()
+
+
+def test_gpu_marker_runs_with_cuda(proj: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    proj.makepyfile(test_gpu=GPU_MODULE)
+    monkeypatch.setattr(plugin, "_cuda_available", lambda: True)
+    run(proj, "test_gpu.py", "--require-gpu").assert_outcomes(passed=2)
+    run(proj, "test_gpu.py", "--device", "cpu").assert_outcomes(passed=1, skipped=1)
+
+
+def test_markers_registered(proj: pytest.Pytester) -> None:
+    proj.makepyfile(test_gpu=GPU_MODULE)
+    res = run(proj, "test_gpu.py", "--strict-markers")
+    res.assert_outcomes(passed=1, skipped=1)
+    res = run(proj, "--markers")
+    res.stdout.fnmatch_lines(["@pytest.mark.gpu:*", "@pytest.mark.slow:*"])
+
+
+def test_options_are_validated(proj: pytest.Pytester) -> None:
+    res = run(proj, "--device", "tpu")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert "expected auto, cpu, mps, cuda or cuda:N, got 'tpu'" in res.stderr.str()
+    res = run(proj, "--seedstab-seed", "-3")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res = run(proj, "--require-gpu", "--device", "cpu")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--require-gpu contradicts --device cpu" in res.stderr.str()
+    res = run(proj, "--no-mlflow", "--mlflow-uri", "sqlite:///m.db")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--no-mlflow contradicts --mlflow-uri" in res.stderr.str()
+
+
+def test_options_fixture(proj: pytest.Pytester) -> None:
+    proj.makepyfile(test_opts='''
+        from pathlib import Path
+
+        def test_opts(seedstab_options, pytestconfig):
+            o = seedstab_options
+            assert o.baselines_dir == (Path(pytestconfig.invocation_params.dir) / "bl").resolve()
+            assert (o.device, o.require_gpu, o.no_mlflow, o.seed_offset) == ("cuda:1", False, False, 7)
+            assert o.mlflow_uri == "sqlite:///x.db" and o.update_baselines is False
+            assert o.store == (Path(pytestconfig.invocation_params.dir) / "st").resolve()
+
+        def test_default_dir(stability_baseline, pytestconfig):
+            p = stability_baseline.path_for(device_class="cpu", suite="s")
+            assert p == Path(pytestconfig.rootpath) / "bl2" / "cpu" / "s" / "test_default_dir.json"
+    ''')
+    run(proj, "test_opts.py::test_opts", "--baselines-dir", "bl", "--device", "cuda:1",
+        "--seedstab-seed", "7", "--mlflow-uri", "sqlite:///x.db",
+        "--store", "st").assert_outcomes(passed=1)
+    run(proj, "test_opts.py::test_default_dir", "--baselines-dir",
+        str(proj.path / "bl2")).assert_outcomes(passed=1)
+
+
+def test_default_baselines_dir_is_rootdir(proj: pytest.Pytester) -> None:
+    proj.makepyfile(test_opts='''
+        from pathlib import Path
+
+        def test_default(seedstab_options, pytestconfig):
+            o = seedstab_options
+            assert o.baselines_dir == Path(pytestconfig.rootpath) / "baselines"
+            assert (o.no_mlflow, o.mlflow_uri, o.store, o.seed_offset) == (True, None, None, None)
+            assert (o.device, o.update_baselines) == ("auto", False)
+    ''')
+    run(proj, "test_opts.py", "--no-mlflow").assert_outcomes(passed=1)
+
+
+def test_entry_point_and_dash_p_together(proj: pytest.Pytester, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once installed, the pytest11 entry point loads the plugin; ``-p no:seedstab -p
+    harness.plugin`` (what these tests pass) must still work, and so must the entry point alone."""
+    site = tmp_path / "site"
+    dist = site / "seedstab-0.1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: seedstab\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[pytest11]\nseedstab = harness.plugin\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(site)]))
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    proj.makepyfile(test_gpu=GPU_MODULE)
+    res = proj.runpytest_subprocess("test_gpu.py", "--require-gpu", "--device", "cpu")
+    assert "--require-gpu contradicts" in res.stderr.str()  # the entry point alone loads it
+    res = proj.runpytest_subprocess(*PLUGIN, "test_gpu.py", "--device", "cpu")
+    res.assert_outcomes(passed=1, skipped=1)
