@@ -68,6 +68,13 @@ def _offset(value: str) -> int:
     return n
 
 
+def _positive(value: str) -> int:
+    n = _offset(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("seedstab", "seed stability of transformer internals")
     g.addoption("--update-baselines", action="store_true", default=False,
@@ -86,6 +93,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="artifact store of trained seeds (default: the harness's)")
     g.addoption("--seedstab-seed", metavar="N", type=_offset, default=None,
                 help="offset added to every family's seeds, to draw fresh seeds")
+    g.addoption("--n-boot", metavar="N", type=_positive, default=1000,
+                help="bootstrap resamples behind every confidence interval (default 1000)")
+    g.addoption("--seedstab-summary", metavar="PATH", default=None,
+                help="write a Markdown table of the verdicts to PATH (e.g. for $GITHUB_STEP_SUMMARY)")
 
 
 @dataclass(frozen=True)
@@ -150,6 +161,9 @@ def pytest_configure(config: pytest.Config) -> None:
     state = _State(options=opts)
     config.stash[_STATE] = state
     config.pluginmanager.register(_SessionHooks(config, state), "seedstab-session")
+    from harness.session import SessionHooks
+
+    config.pluginmanager.register(SessionHooks(config, opts), "seedstab-families")
 
 
 @pytest.fixture(scope="session")
@@ -452,6 +466,14 @@ class StabilityBaseline:
                        mlflow_run)
         self._record("pass")
         return Verdict("pass", rows=rows, notes=notes, baseline_path=str(path))
+
+
+@pytest.fixture
+def seedstab(request: pytest.FixtureRequest):
+    """Families and analyses of this session, trained or loaded once and shared:
+    ``seedstab.analysis("suites/x.yaml", "adam")``; every family a test touches is logged to
+    MLflow with the test's outcome (see harness.session)."""
+    return request.config.pluginmanager.get_plugin("seedstab-families").view(request.node)
 
 
 @pytest.fixture

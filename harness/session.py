@@ -1,17 +1,25 @@
 """One pytest session's families and analyses, computed once and shared by every test.
 
-The pytest plugin builds one :class:`StabilitySession` from its command-line options and
-hands it to suites through the ``seedstab`` fixture. Families are trained or loaded through
-the store (so a second session trains nothing); analyses are cached per (file, family).
+The pytest plugin registers one :class:`SessionHooks` per run. Suites reach it through the
+``seedstab`` fixture, a per-test :class:`TestView` that records which families the test
+looked at. After each test, every family it touched is logged to MLflow (a parent run
+``<test>:<family>`` with the test's verdict, a child run per seed), and the run id is
+added to the test's report. A ``--seedstab-summary`` file gets a Markdown table of all
+verdicts. Families are trained or loaded through the store (a second session trains
+nothing); analyses are cached per (file, family) for the whole session.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import pytest
 
 from harness.analysis import AnalysisOptions, analyze_family, compare_families
 from harness.config import FamilyConfig, Suite, load_suite
@@ -20,16 +28,26 @@ from harness.results import Analysis
 
 log = logging.getLogger(__name__)
 
+_TOUCHED = pytest.StashKey[list]()
+_P_RUN = "mlflow_run"  # not "seedstab_*": those carry baseline records
+
 
 @dataclass
 class StabilitySession:
+    """Families and analyses by (suite file, family name), computed at most once."""
+
     store: Path = DEFAULT_STORE
     device: str | None = None
     n_boot: int = 1000
+    seed_offset: int | None = None
     progress: bool = True
     _suites: dict[str, Suite] = field(default_factory=dict)
     _families: dict[tuple[str, str], Family] = field(default_factory=dict)
     _analyses: dict[tuple[str, str], Analysis] = field(default_factory=dict)
+
+    @staticmethod
+    def key(path: str | Path, name: str) -> tuple[str, str]:
+        return str(Path(path).resolve()), name
 
     def suite(self, path: str | Path) -> Suite:
         key = str(Path(path).resolve())
@@ -41,20 +59,22 @@ class StabilitySession:
         suite = self.suite(path)
         if name not in suite.families:
             raise KeyError(f"{path}: no family {name!r}; the suite has: {', '.join(suite.families)}")
-        return suite.families[name]
+        cfg = suite.families[name]
+        if self.seed_offset:  # fresh seeds: same config, seeds shifted (paired families stay paired)
+            cfg = cfg.replace(seeds=[s + self.seed_offset for s in cfg.seeds])
+        return cfg
 
     def family(self, path: str | Path, name: str) -> Family:
-        key = (str(Path(path).resolve()), name)
+        key = self.key(path, name)
         if key not in self._families:
             self._families[key] = obtain_family(self.config(path, name), store=self.store, device=self.device,
                                                 progress=self.progress)
         return self._families[key]
 
     def analysis(self, path: str | Path, name: str) -> Analysis:
-        key = (str(Path(path).resolve()), name)
+        key = self.key(path, name)
         if key not in self._analyses:
-            fam = self.family(path, name)
-            self._analyses[key] = analyze_family(fam, options=AnalysisOptions(n_boot=self.n_boot))
+            self._analyses[key] = analyze_family(self.family(path, name), options=AnalysisOptions(n_boot=self.n_boot))
         return self._analyses[key]
 
     def compare(self, path: str | Path, baseline: str, candidate: str, *, metrics: list[str],
@@ -63,6 +83,166 @@ class StabilitySession:
         return compare_families(self.analysis(path, baseline), self.analysis(path, candidate), metrics=metrics,
                                 n_boot=self.n_boot, alternative=alternative)
 
-    @staticmethod
-    def default_store() -> Path:
-        return Path(os.environ.get("SEEDSTAB_STORE") or DEFAULT_STORE)
+
+class TestView:
+    """What the ``seedstab`` fixture gives a test: the session's families, remembering which
+    ones this test used (they are logged to MLflow with its outcome)."""
+
+    __test__ = False  # not a test class, whatever pytest's name rules say
+
+    def __init__(self, hooks: "SessionHooks", node: pytest.Item) -> None:
+        self._hooks, self._node = hooks, node
+        node.stash.setdefault(_TOUCHED, [])
+
+    @property
+    def session(self) -> StabilitySession:
+        return self._hooks.session
+
+    def suite(self, path: str | Path) -> Suite:
+        return self.session.suite(path)
+
+    def family(self, path: str | Path, name: str) -> Family:
+        with self._hooks.live_output():
+            return self.session.family(path, name)
+
+    def analysis(self, path: str | Path, name: str) -> Analysis:
+        key = StabilitySession.key(path, name)
+        if key not in self._node.stash[_TOUCHED]:
+            self._node.stash[_TOUCHED].append(key)
+        with self._hooks.live_output():
+            return self.session.analysis(path, name)
+
+    def compare(self, path: str | Path, baseline: str, candidate: str, *, metrics: list[str],
+                alternative: str = "greater") -> dict[str, Any]:
+        self.analysis(path, baseline), self.analysis(path, candidate)
+        return self.session.compare(path, baseline, candidate, metrics=metrics, alternative=alternative)
+
+
+class SessionHooks:
+    """pytest hooks for families, MLflow logging and the Markdown summary."""
+
+    def __init__(self, config: pytest.Config, opts: Any) -> None:
+        self.config = config
+        self.opts = opts
+        self.session = StabilitySession(
+            store=opts.store or Path(os.environ.get("SEEDSTAB_STORE") or DEFAULT_STORE).resolve(),
+            device=None if opts.device == "auto" else opts.device, n_boot=config.getoption("n_boot"),
+            seed_offset=opts.seed_offset, progress=not hasattr(config, "workerinput"))
+        self.uri: str | None = None
+        self.tracking_note = ""
+        self._plots: dict[tuple[str, str], dict[str, Path]] = {}
+        self._plot_dir: Path | None = None
+        self.outcomes: dict[str, dict[str, str]] = {}
+        if not opts.no_mlflow:
+            from harness import tracking
+
+            self.uri = tracking.tracking_uri(opts.mlflow_uri)
+            if not hasattr(config, "workerinput"):
+                # Create the sqlite schema once, here, before any xdist worker starts: two
+                # processes creating a new sqlite file at once fail.
+                try:
+                    tracking.prepare(self.uri)
+                except Exception as e:  # noqa: BLE001 - tracking trouble never fails the verdicts
+                    self.tracking_note = f"MLflow at {self.uri} is not usable ({e}); results go to .seedstab/unlogged"
+
+    def view(self, node: pytest.Item) -> TestView:
+        return TestView(self, node)
+
+    @contextlib.contextmanager
+    def live_output(self) -> Iterator[None]:
+        """Let progress bars through pytest's output capture while families train."""
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+        if capman is None or not self.session.progress:
+            yield
+            return
+        with capman.global_and_fixture_disabled():
+            yield
+
+    # -------------------------------------------------------------------- MLflow per test
+
+    def _plots_for(self, key: tuple[str, str], analysis: Analysis) -> dict[str, Path]:
+        if key in self._plots:
+            return self._plots[key]
+        from harness import plots
+
+        if self._plot_dir is None:
+            self._plot_dir = Path(tempfile.mkdtemp(prefix="seedstab-plots-"))
+        d = self._plot_dir / f"{len(self._plots)}-{analysis.family}"
+        out: dict[str, Path] = {}
+        for name, fn in (("layer_stability", lambda p: plots.plot_layer_stability([analysis], p)),
+                         ("resid_vs_heads", lambda p: plots.plot_resid_vs_heads(analysis, p)),
+                         ("heatmap", lambda p: plots.plot_head_heatmap(analysis, p)),
+                         ("importance", lambda p: plots.plot_importance(analysis, p))):
+            try:
+                out[name] = fn(d / f"{name}.png")
+            except Exception as e:  # noqa: BLE001 - a plot must not fail a verdict
+                log.warning("plot %s of %s failed: %s", name, analysis.family, e)
+        self._plots[key] = out
+        return out
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Iterator[None]:
+        outcome = yield
+        report = outcome.get_result()
+        touched = item.stash.get(_TOUCHED, [])
+        if report.when != "call" or not touched or self.uri is None:
+            return
+        from harness import tracking
+
+        status = next((str(v) for k, v in reversed(item.user_properties) if k == "seedstab_status"), None)
+        verdict = status or ("pass" if report.passed else "fail" if report.failed else report.outcome)
+        text = str(report.longrepr)[-20000:] if report.failed else ""
+        lines = []
+        for key in touched:
+            analysis = self.session._analyses.get(key)
+            family = self.session._families.get(key)
+            if analysis is None or family is None:
+                continue
+            suite = self.session.suite(key[0])
+            result = tracking.log_family(
+                uri=self.uri, suite=suite.name, test=item.name, analysis=analysis,
+                config=family.config.to_dict(), seed_logs=[dict(s.log) for s in family.seeds],
+                role="baseline" if self.opts.update_baselines else "candidate", verdict=verdict,
+                verdict_report={"test": item.nodeid, "outcome": report.outcome, "verdict": verdict,
+                                "failure": text},
+                plots=self._plots_for(key, analysis))
+            if result.logged:
+                url = tracking.run_url(self.uri, result.run_id)
+                lines.append(f"{analysis.family}: MLflow run {result.run_id}" + (f" ({url})" if url else "")
+                             + f" in experiment {result.experiment} at {self.uri}")
+                report.user_properties.append((_P_RUN, result.run_id))
+            else:
+                lines.append(f"{analysis.family}: NOT logged to MLflow ({result.error}); "
+                             f"kept on disk in {result.fallback_path}")
+        if lines:
+            report.sections.append(("seedstab mlflow", "\n".join(lines)))
+
+    # -------------------------------------------------------------------- summary
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            props = dict((k, v) for k, v in report.user_properties)
+            self.outcomes[report.nodeid] = {
+                "outcome": report.outcome, "status": str(props.get("seedstab_status", "")),
+                "run": str(props.get(_P_RUN, "")),
+            }
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.tracking_note:
+            terminalreporter.write_line("seedstab: " + self.tracking_note, yellow=True)
+        elif self.uri and any(o["run"] for o in self.outcomes.values()) and not hasattr(self.config, "workerinput"):
+            terminalreporter.write_line(f"seedstab: runs logged to MLflow at {self.uri}; look at them with "
+                                        "`mlflow ui --backend-store-uri sqlite:///mlflow.db`")
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        path = self.config.getoption("seedstab_summary")
+        if not path or hasattr(self.config, "workerinput"):
+            return
+        icon = {"passed": "✅", "failed": "❌", "skipped": "⏭️"}
+        rows = ["| test | outcome | baseline | MLflow run |", "|---|---|---|---|"]
+        for nodeid, o in sorted(self.outcomes.items()):
+            rows.append(f"| `{nodeid}` | {icon.get(o['outcome'], '')} {o['outcome']} | {o['status'] or '-'} | "
+                        f"{o['run'] or '-'} |")
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("## seedstab verdicts\n\n" + "\n".join(rows) + "\n")
