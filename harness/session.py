@@ -136,14 +136,10 @@ class SessionHooks:
         if not opts.no_mlflow:
             from harness import tracking
 
+            # The sqlite schema is created on the first log, under a file lock beside the db
+            # (tracking.prepare): two xdist workers creating a new sqlite file at the same
+            # moment otherwise fail. Lazy, so a run that logs nothing creates no mlflow.db.
             self.uri = tracking.tracking_uri(opts.mlflow_uri)
-            if not hasattr(config, "workerinput"):
-                # Create the sqlite schema once, here, before any xdist worker starts: two
-                # processes creating a new sqlite file at once fail.
-                try:
-                    tracking.prepare(self.uri)
-                except Exception as e:  # noqa: BLE001 - tracking trouble never fails the verdicts
-                    self.tracking_note = f"MLflow at {self.uri} is not usable ({e}); results go to .seedstab/unlogged"
 
     def view(self, node: pytest.Item) -> TestView:
         return TestView(self, node)

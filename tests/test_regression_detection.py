@@ -9,7 +9,7 @@ more diffuse. The false-alarm *rate* is measured by benchmarks/bench_false_alarm
 
 from __future__ import annotations
 
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,24 +19,15 @@ from harness.config import load_family
 from harness.family import obtain_family
 from harness.verdict import compare
 
-SPEC = """
-    name: tiny
-    seeds: [0, 1, 2, 3, 4, 5]
-    model: {n_layers: 2, n_heads: 4, d_model: 32, attn_only: true}
-    data: {vocab_size: 64, seq_len: 64}
-    train: {optimizer: adam, lr: 3.0e-3, steps: 400, batch_size: 32}
-    probe: {n_prompts: 32}
-"""
+SPEC = Path(__file__).parent / "data" / "tiny_induction.yaml"
 OPTIONS = AnalysisOptions(n_boot=200, step0=False, importance=False, cross_layer=False,
                           kernels=("debiased",), prompt_lengths=(1.0,))
 METRIC, TOLERANCE, ALPHA = "content_specific.all_anchors", 0.03, 0.05
 
 
 @pytest.fixture(scope="module")
-def base_cfg(tmp_path_factory):
-    path = tmp_path_factory.mktemp("spec") / "tiny.yaml"
-    path.write_text(textwrap.dedent(SPEC))
-    return load_family(path)
+def base_cfg():
+    return load_family(SPEC)
 
 
 @pytest.fixture(scope="module")
