@@ -210,6 +210,8 @@ class SessionHooks:
             else:
                 lines.append(f"{analysis.family}: NOT logged to MLflow ({result.error}); "
                              f"kept on disk in {result.fallback_path}")
+                self.tracking_note = (f"some runs were not logged to MLflow at {self.uri} ({result.error}); "
+                                      f"their data is kept under {Path(result.fallback_path).parent}")
         if lines:
             report.sections.append(("seedstab mlflow", "\n".join(lines)))
 
