@@ -1,0 +1,120 @@
+"""A whole suite, end to end, as a user runs it: pytest with the installed plugin, a tiny
+family trained into a store, a baseline written and checked, results in MLflow (a real
+server on 127.0.0.1, and the embedded sqlite default under ``-n 2``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SUITE_YAML = """
+    suite: e2e
+    defaults:
+      seeds: [0, 1, 2]
+      model: {n_layers: 2, n_heads: 2, d_model: 16, attn_only: true}
+      data: {vocab_size: 32, seq_len: 32, synthetic: {span_min: 4, span_max: 8}}
+      train: {lr: 3.0e-3, steps: 20, batch_size: 8}
+      probe: {n_prompts: 8}
+    families:
+      base: {}
+      wide: {extends: base, model: {d_model: 32}}
+    regression: {alpha: 0.05, tolerance: 0.05}
+"""
+
+SUITE_TESTS = """
+    from pathlib import Path
+    import pytest
+    from harness import expect
+
+    SUITE = Path(__file__).with_name("e2e.yaml")
+
+    @pytest.mark.parametrize("family", ["base", "wide"])
+    def test_controls_are_reported(seedstab, family):
+        a = seedstab.analysis(SUITE, family)
+        expect.above(a, "head_stability_step0.all_anchors", bound=0.9, use_ci=False)
+
+    @pytest.mark.parametrize("family", ["base", "wide"])
+    def test_baseline(seedstab, stability_baseline, family):
+        reg = seedstab.suite(SUITE).regression
+        stability_baseline.check(seedstab.analysis(SUITE, family), metrics=["head_stability.all_anchors"],
+                                 tolerance=reg["tolerance"], alpha=reg["alpha"], suite="e2e")
+"""
+
+
+@pytest.fixture
+def suite_dir(tmp_path):
+    d = tmp_path / "project"
+    (d / "suites").mkdir(parents=True)
+    (d / "suites" / "e2e.yaml").write_text(textwrap.dedent(SUITE_YAML))
+    (d / "suites" / "test_e2e.py").write_text(textwrap.dedent(SUITE_TESTS))
+    return d
+
+
+def run_pytest(cwd: Path, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"SEEDSTAB_STORE": str(cwd / "store"), "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    env.update(env_extra or {})
+    # -p no:seedstab -p harness.plugin: works whether or not the package is pip-installed.
+    cmd = [sys.executable, "-m", "pytest", "suites", "-p", "no:seedstab", "-p", "harness.plugin",
+           "-p", "no:cacheprovider", "--n-boot", "50", "-q", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_suite_logs_to_a_real_mlflow_server(suite_dir, mlflow_server, tmp_path):
+    first = run_pytest(suite_dir, "--mlflow-uri", mlflow_server, "--update-baselines")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (suite_dir / "baselines" / "cpu" / "e2e" / "test_baseline-base.json").exists()
+    second = run_pytest(suite_dir, "--mlflow-uri", mlflow_server,
+                        "--seedstab-summary", str(suite_dir / "summary.md"))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "PASS      suites/test_e2e.py::test_baseline[base]" in second.stdout
+    summary = (suite_dir / "summary.md").read_text()
+    assert "test_baseline[wide]" in summary and "pass" in summary
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("seedstab/e2e")
+    assert exp is not None
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.role = 'candidate'")
+    names = {r.info.run_name for r in parents if "mlflow.parentRunId" not in r.data.tags}
+    assert {"test_baseline[base]:base", "test_controls_are_reported[wide]:wide"} <= names
+    run = next(r for r in parents if r.info.run_name == "test_baseline[base]:base")
+    assert run.data.tags["verdict"] == "pass" and run.data.tags["suite"] == "e2e"
+    assert run.data.params["model.d_model"] == "16"
+    history = client.get_metric_history(run.info.run_id, "head_stability.all_anchors")
+    assert sorted(m.step for m in history) == [0, 1]  # per layer, as steps
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"analysis.json", "verdict.json", "plots"} <= arts
+    verdict = json.loads(Path(client.download_artifacts(run.info.run_id, "verdict.json", str(tmp_path))).read_text())
+    assert verdict["verdict"] == "pass"
+    children = client.search_runs([exp.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(children) == 3 and all(c.data.metrics.get("final_perplexity", 0) > 1 for c in children)
+
+
+def test_suite_under_xdist_with_the_sqlite_default(suite_dir):
+    # Seeds trained once up front would hide the store's locking: start from an empty store.
+    result = run_pytest(suite_dir, "-n", "2", "--update-baselines")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (suite_dir / "mlflow.db").exists()
+    again = run_pytest(suite_dir, "-n", "2")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "4 passed" in again.stdout
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{suite_dir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("seedstab/e2e")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 8  # 4 tests x 1 family, twice
+    # each family's seeds were trained exactly once across both workers and both runs
+    trained = list((suite_dir / "store").glob("*/cpu-t1/init*"))
+    assert len([p for p in trained if p.is_dir() and ".corrupt" not in p.name]) == 6
