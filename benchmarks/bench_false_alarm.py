@@ -22,6 +22,7 @@ import numpy as np
 from harness.analysis import AnalysisOptions, analyze_family
 from harness.config import load_family
 from harness.family import obtain_family
+from harness.results import Measurement
 from harness.verdict import compare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.03)
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--store", default=None)
+    ap.add_argument("--splits", type=int, default=1000, help="random splits of the pooled seeds")
     args = ap.parse_args()
     cfg = load_family(ROOT / "tests/data/tiny_induction.yaml")
     M = len(cfg.seeds)
@@ -72,7 +74,42 @@ def main() -> None:
     for name, change in CHANGES.items():
         hit, rows = flagged(base, measure(cfg.replace(**change)))
         print(f"  {name}: Δ {[round(r.delta, 3) for r in rows]} -> {'REGRESSED (detected)' if hit else 'missed'}")
+    pool_seeds = list(cfg.seeds) + [1000 + i for i in range(args.repeats * M)]
+    pooled_rate(cfg.replace(seeds=pool_seeds), store=store, metric=args.metric, M=M, splits=args.splits,
+                tolerance=args.tolerance, alpha=args.alpha)
     print(f"wall time {time.perf_counter() - t0:.0f} s, store {store}")
+
+
+def pooled_rate(pool_cfg, *, store, metric: str, M: int, splits: int, tolerance: float, alpha: float) -> None:
+    """Many baseline/candidate splits of one pool of seeds trained under the same config.
+
+    A seed pair's similarity does not depend on which family the seeds are filed under, so
+    one analysis of the pool gives every split's pairwise values as a sub-matrix. Splits share
+    seeds, so they are not independent draws; the rate is still the quantity of interest."""
+    pw = analyze_family(obtain_family(pool_cfg, store=store), options=OPTIONS)[metric].pairwise  # (N, N, L)
+    N = pw.shape[0]
+    rng = np.random.default_rng(1)
+    alarms = rejections = 0
+    for _ in range(splits):
+        idx = rng.permutation(N)
+        a, b = idx[:M], idx[M:2 * M]
+        ma, mb = (Measurement(name=metric, value=np.nanmean(pw[i][:, i], axis=(0, 1)), lo=np.nan, hi=np.nan,
+                              higher_is_better=True, pairwise=pw[i][:, i], n_seeds=M) for i in (a, b))
+        rows = compare(ma, mb, tolerance=tolerance, alpha=alpha, generator=rng, n_perm=500)
+        alarms += any(r.regressed for r in rows)
+        rejections += any(r.p < alpha and r.delta < 0 for r in rows)
+    lo, hi = _wilson(alarms, splits)
+    print(f"pooled: {N} seeds, {splits} random {M}-vs-{M} splits: regression flagged in {alarms} "
+          f"({alarms / splits:.3f}, 95% CI {lo:.3f}-{hi:.3f}; α = {alpha}, tolerance {tolerance}); "
+          f"the one-sided test alone rejected in {rejections} ({rejections / splits:.3f})")
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
 
 
 if __name__ == "__main__":
