@@ -139,6 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"seedstab: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(e, (FileNotFoundError, ValueError)) else 1
+    except BrokenPipeError:  # output piped into `head` and cut short: not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("seedstab: interrupted; finished seeds and the last checkpoint are kept in the store",
               file=sys.stderr)
