@@ -185,6 +185,29 @@ def fingerprint(cfg: FamilyConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def code_digest(cfg: FamilyConfig) -> str | None:
+    """Digest of the user code a family trains with (an optimizer or model given by import
+    path), or None when it uses only torch and seedstab.
+
+    Kept out of :func:`fingerprint` on purpose: the fingerprint names *what a test means*
+    (baselines go stale when it changes), while editing ``my_optim.py`` is exactly the change
+    a baseline should be *tested* against. The store keys trained seeds by both, so edited
+    code is retrained, never served from the cache.
+    """
+    paths = []
+    for spec, key in ((cfg.train.optimizer, "train.optimizer"), (cfg.model.custom, "model.custom")):
+        if spec and ":" in spec:
+            module = _import_module(spec.partition(":")[0], cfg.source)
+            if getattr(module, "__file__", None):
+                paths.append(Path(module.__file__))
+    if not paths:
+        return None
+    h = hashlib.sha256()
+    for path in sorted(set(paths)):
+        h.update(_file_digest(path).encode())
+    return h.hexdigest()[:8]
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

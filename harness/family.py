@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.config import FamilyConfig, fingerprint
+from harness.config import FamilyConfig, code_digest, fingerprint
 from harness.model import build_model
 from harness.store import Store
 from harness.train import train_seed
@@ -98,15 +98,17 @@ def obtain_family(cfg: FamilyConfig, *, store: Store | str | Path = DEFAULT_STOR
     set_determinism(dev, threads)
     fp = fingerprint(cfg)
     key = _store_key(dev, threads)
-    store.save_family_meta(fp, config=cfg.to_dict())
+    code = code_digest(cfg)
+    store_fp = fp if code is None else f"{fp}-code{code}"  # edited user code retrains
+    store.save_family_meta(store_fp, config=cfg.to_dict())
     out = []
     for seed in (seeds if seeds is not None else cfg.seeds):
         seed_key = cfg.seed_key(seed)
-        with store.lock(fp, key, seed_key):
-            record = None if force else store.load_seed(fp, key, seed_key)
+        with store.lock(store_fp, key, seed_key):
+            record = None if force else store.load_seed(store_fp, key, seed_key)
             trained_now = record is None
             if record is None:
-                record = _train_and_save(cfg, seed, store=store, fp=fp, key=key, seed_key=seed_key,
+                record = _train_and_save(cfg, seed, store=store, fp=store_fp, key=key, seed_key=seed_key,
                                          device=dev, progress=progress)
             else:
                 log.info("%s seed %d: loaded from the store (%s)", cfg.name, seed, record.path)

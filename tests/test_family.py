@@ -143,3 +143,20 @@ def test_nan_loss_stops_with_seed_and_step(tmp_path):
     with pytest.raises(TrainingDiverged):
         obtain_family(cfg, store=store)
     assert not store.entries(), "a diverged seed must not be stored"
+
+
+def test_edited_user_optimizer_retrains_but_keeps_the_fingerprint(tmp_path):
+    """Editing the code behind an import path must not serve stale weights from the cache,
+    yet it is the change a baseline is *tested* against, so the fingerprint stays."""
+    module = tmp_path / "seedstab_test_user_opt.py"
+    module.write_text("import torch\nclass MySGD(torch.optim.SGD):\n    pass\n")
+    path = spec(tmp_path)
+    path.write_text(path.read_text().replace("train: {", "train: {optimizer: 'seedstab_test_user_opt:MySGD', "))
+    cfg = load_family(path)
+    store = Store(tmp_path / "store")
+    fp = fingerprint(cfg)
+    assert obtain_family(cfg, store=store).trained_now == 2
+    assert obtain_family(cfg, store=store).trained_now == 0
+    module.write_text(module.read_text() + "# a change to the optimizer's code\n")
+    again = obtain_family(cfg, store=store)
+    assert again.trained_now == 2 and fingerprint(cfg) == fp and again.fingerprint == fp
