@@ -114,7 +114,8 @@ class TestView:
 
     def compare(self, path: str | Path, baseline: str, candidate: str, *, metrics: list[str],
                 alternative: str = "greater") -> dict[str, Any]:
-        self.analysis(path, baseline), self.analysis(path, candidate)
+        self.analysis(path, baseline)  # recorded as used by this test (and computed once)
+        self.analysis(path, candidate)
         return self.session.compare(path, baseline, candidate, metrics=metrics, alternative=alternative)
 
 
