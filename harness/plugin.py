@@ -410,6 +410,14 @@ class StabilityBaseline:
         self._claim(path)
         self._node.user_properties.append((_P_BASELINE, str(path)))
         seeds = {f: list(a.seeds) for f, a in fams.items()}
+        # A check that can never fail is a defect: refuse it up front, with the way out.
+        weak = [f"{fam}:{metric}: {note}" for fam, ms in selected.items() for metric, m in ms.items()
+                if (note := power_note(m.unit_values().shape[0], m.unit_values().shape[0],
+                                       n_layers=int(np.size(m.value)), alpha=alpha, n_perm=n_perm))]
+        if weak:
+            self._record("underpowered")
+            pytest.fail("seedstab: UNDERPOWERED: this baseline check could never detect a regression\n"
+                        + "\n".join(weak), pytrace=False)
         if self._state.options.update_baselines:
             write_baseline(path, header=header, measurements=selected)
             self._record("updated", [path])
@@ -455,8 +463,9 @@ class StabilityBaseline:
                 rows += new
                 note = power_note(base.unit_values().shape[0], cand.unit_values().shape[0],
                                   n_layers=len(new), alpha=alpha, n_perm=n_perm)
-                if note:
-                    notes.append(f"{label}: {note}")
+                if note:  # the baseline has fewer seeds than this run
+                    self._record("underpowered")
+                    pytest.fail(f"seedstab: UNDERPOWERED: {label}: {note}\nbaseline: {path}", pytrace=False)
             unchecked = sorted(set(stored.measurements.get(fam, {})) - set(ms))
             if unchecked:
                 notes.append(f"family {fam}: in the baseline but not checked: {', '.join(unchecked)}")

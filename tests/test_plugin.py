@@ -324,19 +324,20 @@ def test_wrong_arguments_to_check_fail_readably(proj: pytest.Pytester) -> None:
     assert not (proj.path / "baselines" / "cpu" / "s").exists()
 
 
-def test_power_note_when_too_few_seeds(proj: pytest.Pytester) -> None:
+def test_a_check_that_cannot_fail_is_refused(proj: pytest.Pytester) -> None:
+    # 3 vs 3 seeds: the smallest one-sided permutation p is 1/20 = 0.05, not below alpha.
     proj.makepyfile(test_few='''
         from test_mod import family
 
         def test_few(stability_baseline):
-            v = stability_baseline.check(family(seeds=[0, 1, 2], shift=0.0, fingerprint="x"),
-                                         metrics=["head_stability"], tolerance=0.1, alpha=0.05,
-                                         suite="s")
-            if v.status == "pass":
-                assert any("cannot detect a regression" in n for n in v.notes), v.notes
+            stability_baseline.check(family(seeds=[0, 1, 2], shift=0.0, fingerprint="x"),
+                                     metrics=["head_stability"], tolerance=0.1, alpha=0.05, suite="s")
     ''')
-    run(proj, "test_few.py", "--update-baselines").assert_outcomes(passed=1)
-    run(proj, "test_few.py").assert_outcomes(passed=1)
+    for args in (("--update-baselines",), ()):
+        result = run(proj, "test_few.py", *args)
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(["*UNDERPOWERED*", "*cannot detect a regression*use more seeds*"])
+    assert not list(proj.path.rglob("test_few.json")), "an underpowered check must not write a baseline"
 
 
 # ----------------------------------------------------------------------------- gpu marker, options
