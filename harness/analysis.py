@@ -21,18 +21,25 @@ Measurement names (``value`` per layer unless noted):
   (hook_z of all heads); ``matched_head_cka.linear`` (Hungarian-matched single heads).
 * ``gap.cka`` = resid_cka.debiased.mid − head_cka.debiased (like for like: resid_mid is the
   stream right after the heads wrote into it); ``gap.pattern`` = resid_cka.debiased.mid −
-  head_stability.all_anchors (the paper's comparison); ``gap.cka.trend`` (scalar slope).
+  head_stability.all_anchors (the paper's comparison); ``gap.cka.trend`` and
+  ``gap.pattern.trend`` (scalar slopes over relative depth). Debiased CKA is its own
+  chance-corrected counterpart (≈ 0 for unrelated representations), so ``gap.cka`` is the
+  content-specific form of the residual-over-head claim.
 * ``distinctness``, ``uniform_similarity``, ``attention_entropy`` (per seed).
 * ``induction.max_score``, ``prev_token.max_score`` (scalar per seed), ``induction.similarity``.
 * ``importance.spearman`` / ``importance.pearson``: per layer, r(ΔPPL of zero-ablating a
-  head, its stability), per seed; ``importance.delta_ppl`` mean ΔPPL.
-* ``qnorm.pearson`` (scalar per seed): r(‖W_Q‖_F, S_l) across layers.
+  head, its stability), per seed; ``importance.spearman.trend`` its slope over depth; the
+  same with ``_cs`` against content-specific head stability; ``importance.delta_ppl`` mean
+  ΔPPL. Undefined r (a constant side) counts as 0 and is counted in info.
+* ``qnorm.pearson`` / ``qnorm.pearson_cs`` (scalar per seed): r(‖W_Q‖_F, S_l) across layers,
+  raw and content-specific.
 * ``prompt_length.all_anchors`` / ``prompt_length.content_specific``: stability over
   nested prefixes (value per length, see info ``prompt_lengths``); ``prompt_length.trend``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -60,6 +67,9 @@ log = logging.getLogger(__name__)
 class AnalysisOptions:
     n_boot: int = 1000
     ci: float = 0.95
+    # "jackknife-t" (default: nominal coverage at 4-10 seeds) or "multi-bootstrap" (the
+    # percentile Multi-Bootstrap; undercovers small families, see harness.stats)
+    ci_method: str = "jackknife-t"
     seed: int = 0  # the bootstrap's generator
     null_shift: int = 1  # shuffled-prompt null: prompt p against prompt p + shift
     kernels: tuple[str, ...] = ("linear", "debiased", "rbf")
@@ -124,10 +134,11 @@ def analyze_family(family: Family, *, options: AnalysisOptions = AnalysisOptions
         "final_loss": [s.log.get("final_loss") for s in family.seeds],
         "final_copy_loss": [s.log.get("final_copy_loss") for s in family.seeds],
         "timings_s": timings, "analysis_s": round(time.perf_counter() - t0, 3),
-        "n_boot": options.n_boot, "null_shift": options.null_shift,
+        "n_boot": options.n_boot, "ci_method": options.ci_method, "null_shift": options.null_shift,
         "induction_heads": agg.extra.get("induction_heads"),
         "cross_layer_same_fraction": agg.extra.get("same_layer_fraction"),
         "delta_ppl": agg.extra.get("delta_ppl"),  # [M, L, H] per-head ablation effect
+        "undefined_correlations": agg.extra.get("undefined_correlations", {}),  # counted as r = 0
     }
     return Analysis(family=cfg.name, fingerprint=family.fingerprint, seeds=tuple(s.seed for s in family.seeds),
                     device_class=family.device_class, probe_digest=data_mod.digest(tokens),
@@ -139,29 +150,44 @@ def analyze_family(family: Family, *, options: AnalysisOptions = AnalysisOptions
 
 class _Aggregator:
     def __init__(self, options: AnalysisOptions) -> None:
+        if options.ci_method not in ("jackknife-t", "multi-bootstrap"):
+            raise ValueError(f"ci_method: expected 'jackknife-t' or 'multi-bootstrap', got {options.ci_method!r}")
         self.o = options
         self.gen = np.random.default_rng(options.seed)
         self.out: dict[str, Measurement] = {}
         self.extra: dict[str, Any] = {}
 
+    @property
+    def _jackknife(self) -> bool:
+        return self.o.ci_method == "jackknife-t"
+
     def pairwise(self, name: str, pw: np.ndarray, *, higher: bool, desc: str) -> None:
         """A mean over distinct seed pairs, ``pw`` [M, M, *shape]."""
-        est = stats.seed_bootstrap(pw, n_boot=self.o.n_boot, ci=self.o.ci, generator=self.gen)
+        est = (stats.seed_jackknife_t(pw, ci=self.o.ci) if self._jackknife else
+               stats.seed_bootstrap(pw, n_boot=self.o.n_boot, ci=self.o.ci, generator=self.gen))
         self.out[name] = Measurement(name=name, value=np.asarray(est.value), lo=np.asarray(est.lo),
                                      hi=np.asarray(est.hi), higher_is_better=higher, description=desc,
                                      pairwise=np.asarray(pw, dtype=float), n_seeds=pw.shape[0], ci=self.o.ci)
 
     def per_seed(self, name: str, v: np.ndarray, *, higher: bool, desc: str) -> None:
         """A mean over seeds, ``v`` [M, *shape]."""
-        est = stats.seed_bootstrap_per_seed(v, n_boot=self.o.n_boot, ci=self.o.ci, generator=self.gen)
+        est = (stats.seed_t_per_seed(v, ci=self.o.ci) if self._jackknife else
+               stats.seed_bootstrap_per_seed(v, n_boot=self.o.n_boot, ci=self.o.ci, generator=self.gen))
         self.out[name] = Measurement(name=name, value=np.asarray(est.value), lo=np.asarray(est.lo),
                                      hi=np.asarray(est.hi), higher_is_better=higher, description=desc,
                                      per_seed=np.asarray(v, dtype=float), n_seeds=v.shape[0], ci=self.o.ci)
 
     def derived(self, name: str, pw: np.ndarray, fn: Callable[[np.ndarray], float], *, higher: bool,
-                desc: str) -> None:
-        """A function of the per-layer family means (e.g. spread), bootstrapped over seeds
-        with the same Multi-Bootstrap rule (pairs of distinct original seeds only)."""
+                desc: str, smooth: bool = True) -> None:
+        """A function of the per-layer family means (a spread, a depth trend): jackknife-t
+        when ``fn`` is smooth and that is the CI method, else bootstrapped over seeds with
+        the Multi-Bootstrap rule (pairs of distinct original seeds only)."""
+        if smooth and self._jackknife:
+            est = stats.jackknife_t_function(pw, fn, ci=self.o.ci)
+            self.out[name] = Measurement(name=name, value=np.asarray(est.value), lo=np.asarray(est.lo),
+                                         hi=np.asarray(est.hi), higher_is_better=higher, description=desc,
+                                         n_seeds=pw.shape[0], ci=self.o.ci)
+            return
         value = float(fn(stats.family_mean(pw)))
         M = pw.shape[0]
         boots = []
@@ -220,9 +246,9 @@ def _head_measurements(cap: FamilyCapture, agg: _Aggregator, o: AnalysisOptions)
                 desc="depth spread: max - min of layer stability")
     agg.derived("content_specific.spread", cs, _spread, higher=False,
                 desc="depth spread of content-specific stability")
-    agg.derived("head_stability.min_rel_depth", raw_pw, _min_rel_depth, higher=True,
+    agg.derived("head_stability.min_rel_depth", raw_pw, _min_rel_depth, higher=True, smooth=False,
                 desc="relative depth (0 first, 1 last layer) of the least stable layer")
-    agg.derived("content_specific.min_rel_depth", cs, _min_rel_depth, higher=True,
+    agg.derived("content_specific.min_rel_depth", cs, _min_rel_depth, higher=True, smooth=False,
                 desc="relative depth of the least content-stable layer")
     # Per head (layer x head map) for the heatmap; kept as a measurement so baselines hold it.
     agg.pairwise("head_stability.per_head", np.asarray(out["all_anchors"].pairwise, dtype=float)
@@ -230,6 +256,8 @@ def _head_measurements(cap: FamilyCapture, agg: _Aggregator, o: AnalysisOptions)
                  desc="head stability per (layer, head), flattened layer-major")
     out["null"] = null
     out["raw_pw"], out["cs_pw"] = raw_pw, cs
+    out["cs_heads"] = (np.asarray(out["all_anchors"].pairwise, dtype=float)
+                       - np.asarray(null.pairwise, dtype=float))  # [M, M, L, H]
     return out
 
 
@@ -301,8 +329,12 @@ def _cka(cap: FamilyCapture, stab: dict[str, Any], agg: _Aggregator, o: Analysis
         if gap.shape[-1] >= 2:
             agg.derived("gap.cka.trend", gap, cka.depth_trend, higher=True,
                         desc="slope of the CKA gap over relative depth")
-        agg.pairwise("gap.pattern", resid["debiased", "mid"] - stab["raw_pw"], higher=True,
+        pattern_gap = resid["debiased", "mid"] - stab["raw_pw"]
+        agg.pairwise("gap.pattern", pattern_gap, higher=True,
                      desc="resid_mid CKA (debiased) - head-pattern stability (the paper's comparison)")
+        if pattern_gap.shape[-1] >= 2:
+            agg.derived("gap.pattern.trend", pattern_gap, cka.depth_trend, higher=True,
+                        desc="slope of the paper-way gap over relative depth")
 
 
 @torch.no_grad()
@@ -331,20 +363,47 @@ def head_importance(model: nn.Module, tokens: torch.Tensor) -> np.ndarray:
     return out
 
 
-def _importance(family: Family, tokens: torch.Tensor, stab: dict[str, Any], agg: _Aggregator) -> None:
-    dppl = np.stack([head_importance(m, tokens) for m in family.models])  # [M, L, H]
-    pw = np.asarray(stab["all_anchors"].pairwise, dtype=float)  # [M, M, L, H]
+def _per_seed_stability(pw: np.ndarray) -> np.ndarray:
+    """[M, M, ...] seed-pair values -> [M, ...]: each seed's mean against the others."""
     M = pw.shape[0]
     off = ~np.eye(M, dtype=bool)
-    s_seed = np.stack([pw[a][off[a]].mean(axis=0) for a in range(M)])  # [M, L, H]
-    r_p, r_s = heads.pearson_spearman(dppl, s_seed)  # [M, L] each
+    return np.stack([pw[a][off[a]].mean(axis=0) for a in range(M)])
+
+
+def _defined(r: np.ndarray, what: str, agg: _Aggregator) -> np.ndarray:
+    """Correlations with NaN (one side constant: a dead layer) set to 0, counted in info and
+    logged, so the family mean is readable and the count says how far to trust it."""
+    n_undefined = int(np.isnan(r).sum())
+    if n_undefined:
+        log.warning("%s: %d of %d correlations undefined (constant input, e.g. a dead layer); "
+                    "counted as r = 0", what, n_undefined, r.size)
+    agg.extra.setdefault("undefined_correlations", {})[what] = n_undefined
+    return np.nan_to_num(r)
+
+
+def _per_seed_trend(r: np.ndarray) -> np.ndarray:
+    """[M, L] per-layer values -> [M] slope over relative depth per seed."""
+    return np.array([cka.depth_trend(row) for row in r])
+
+
+def _importance(family: Family, tokens: torch.Tensor, stab: dict[str, Any], agg: _Aggregator) -> None:
+    dppl = np.stack([head_importance(m, tokens) for m in family.models])  # [M, L, H]
     agg.per_seed("importance.delta_ppl", dppl.mean(axis=-1), higher=False,
                  desc="mean perplexity increase from zero-ablating one head, per layer")
-    agg.per_seed("importance.pearson", np.nan_to_num(r_p), higher=False,
-                 desc="Pearson r(ΔPPL, head stability) across a layer's heads (negative: unstable heads matter more)")
-    agg.per_seed("importance.spearman", np.nan_to_num(r_s), higher=False,
-                 desc="Spearman r(ΔPPL, head stability) across a layer's heads")
     agg.extra["delta_ppl"] = dppl.tolist()
+    sources = {"": (np.asarray(stab["all_anchors"].pairwise, dtype=float), "head stability"),
+               "_cs": (stab["cs_heads"], "content-specific head stability")}
+    for suffix, (pw, what) in sources.items():
+        r_p, r_s = heads.pearson_spearman(dppl, _per_seed_stability(pw))  # [M, L] each
+        r_p = _defined(r_p, f"importance.pearson{suffix}", agg)
+        r_s = _defined(r_s, f"importance.spearman{suffix}", agg)
+        agg.per_seed(f"importance.pearson{suffix}", r_p, higher=False,
+                     desc=f"Pearson r(ΔPPL, {what}) across a layer's heads (negative: unstable heads matter more)")
+        agg.per_seed(f"importance.spearman{suffix}", r_s, higher=False,
+                     desc=f"Spearman r(ΔPPL, {what}) across a layer's heads")
+        if r_s.shape[1] >= 2:
+            agg.per_seed(f"importance.spearman{suffix}.trend", _per_seed_trend(r_s), higher=False,
+                         desc=f"slope over relative depth of Spearman r(ΔPPL, {what})")
 
 
 def _qnorm(family: Family, stab: dict[str, Any], agg: _Aggregator) -> None:
@@ -352,15 +411,14 @@ def _qnorm(family: Family, stab: dict[str, Any], agg: _Aggregator) -> None:
     if not all(hasattr(m, "query_weight") for m in models):
         return
     qn = np.array([[float(m.query_weight(l).detach().norm()) for l in range(m.n_layers)] for m in models])  # [M, L]
-    pw = _layer_mean(stab["all_anchors"].pairwise)  # [M, M, L]
-    M = pw.shape[0]
-    off = ~np.eye(M, dtype=bool)
-    s_seed = np.stack([pw[a][off[a]].mean(axis=0) for a in range(M)])  # [M, L]
     agg.per_seed("qnorm.frobenius", qn, higher=False, desc="‖W_Q‖_F per layer")
-    if qn.shape[1] >= 3:
-        r_p, _ = heads.pearson_spearman(qn, s_seed)  # [M]
-        agg.per_seed("qnorm.pearson", np.nan_to_num(np.asarray(r_p, dtype=float)), higher=False,
-                     desc="Pearson r(query-weight norm, layer stability) across layers")
+    if qn.shape[1] < 3:
+        return
+    for suffix, pw, what in (("", stab["raw_pw"], "layer stability"),
+                             ("_cs", stab["cs_pw"], "content-specific layer stability")):
+        r_p, _ = heads.pearson_spearman(qn, _per_seed_stability(pw))  # [M]
+        agg.per_seed(f"qnorm.pearson{suffix}", _defined(np.asarray(r_p, dtype=float), f"qnorm.pearson{suffix}", agg),
+                     higher=False, desc=f"Pearson r(query-weight norm, {what}) across layers")
 
 
 def _prompt_length(cap: FamilyCapture, agg: _Aggregator, o: AnalysisOptions) -> list[int]:
@@ -393,9 +451,18 @@ def _prompt_length(cap: FamilyCapture, agg: _Aggregator, o: AnalysisOptions) -> 
 
 
 def compare_families(a: Analysis, b: Analysis, *, metrics: Sequence[str], n_boot: int = 1000,
-                     alternative: str = "two-sided", seed: int = 0) -> dict[str, stats.Comparison]:
-    """b − a for each metric; paired (sign-flip, paired bootstrap) when the two families have
-    the same seeds, else unpaired (seed-label permutation)."""
+                     alternative: str = "two-sided", seed: int = 0,
+                     adjust: str = "holm") -> dict[str, stats.Comparison]:
+    """b − a for each metric.
+
+    Paired when the two families have the same seeds (seed k of each shares init and data
+    order): pairwise metrics by a sign-flip test on seed pseudo-values, per-seed metrics by a
+    sign-flip test on the per-seed differences, CIs from the paired bootstrap. Otherwise
+    unpaired (seed-label permutation). A per-layer metric's p-values are Holm-adjusted across
+    its layers (``adjust="holm"``, the default; ``"none"`` gives the raw per-layer p-values).
+    """
+    if adjust not in ("holm", "none"):
+        raise ValueError(f"adjust: expected 'holm' or 'none', got {adjust!r}")
     gen = np.random.default_rng(seed)
     paired = tuple(a.seeds) == tuple(b.seeds)
     out = {}
@@ -404,13 +471,15 @@ def compare_families(a: Analysis, b: Analysis, *, metrics: Sequence[str], n_boot
         if np.shape(ma.value) != np.shape(mb.value):
             raise ValueError(f"cannot compare {name} of {a.family} and {b.family} layer by layer: shapes "
                              f"{np.shape(ma.value)} and {np.shape(mb.value)} differ (different layer counts?)")
-        if paired and ma.pairwise is not None and mb.pairwise is not None:
-            out[name] = stats.paired_difference(ma.pairwise, mb.pairwise, n_boot=n_boot, generator=gen,
-                                                alternative=alternative)
-        elif ma.pairwise is not None and mb.pairwise is not None:
-            out[name] = stats.permutation_difference(ma.pairwise, mb.pairwise, pairwise=True, n_boot=n_boot,
-                                                     generator=gen, alternative=alternative)
+        kw = dict(n_boot=n_boot, generator=gen, alternative=alternative)
+        if ma.pairwise is not None and mb.pairwise is not None:
+            c = (stats.paired_difference(ma.pairwise, mb.pairwise, **kw) if paired else
+                 stats.permutation_difference(ma.pairwise, mb.pairwise, pairwise=True, **kw))
+        elif paired and ma.per_seed is not None and mb.per_seed is not None:
+            c = stats.paired_difference_per_seed(ma.per_seed, mb.per_seed, **kw)
         else:
-            out[name] = stats.permutation_difference(ma.unit_values(), mb.unit_values(), n_boot=n_boot,
-                                                     generator=gen, alternative=alternative)
+            c = stats.permutation_difference(ma.unit_values(), mb.unit_values(), **kw)
+        if adjust == "holm" and np.ndim(c.p_value) > 0 and np.size(c.p_value) > 1:
+            c = dataclasses.replace(c, p_value=stats.holm(c.p_value), method=c.method + " (Holm across layers)")
+        out[name] = c
     return out

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from harness.analysis import AnalysisOptions, analyze_family, compare_families
+from harness.stats import holm
 from harness.config import load_family
 from harness.family import obtain_family
 
@@ -77,6 +78,15 @@ def test_comparisons_pick_paired_or_unpaired_and_refuse_other_depths(cfg, store,
     assert np.allclose(paired["head_stability.all_anchors"].delta, 0.0)
     unpaired = compare_families(trained, shifted, metrics=["head_stability.all_anchors"])
     assert "paired" not in unpaired["head_stability.all_anchors"].method
+    # per-seed metrics are paired too, and per-layer p-values are Holm-adjusted
+    ent = compare_families(trained, trained, metrics=["attention_entropy"])["attention_entropy"]
+    assert "per-seed differences" in ent.method and "Holm" in ent.method
+    raw = compare_families(trained, shifted, metrics=["attention_entropy"], adjust="none")["attention_entropy"]
+    adj = compare_families(trained, shifted, metrics=["attention_entropy"])["attention_entropy"]
+    assert "Holm" not in raw.method and "Holm" in adj.method
+    np.testing.assert_allclose(adj.p_value, holm(raw.p_value))
+    with pytest.raises(ValueError, match="adjust"):
+        compare_families(trained, shifted, metrics=["attention_entropy"], adjust="bonferroni")
     deeper = analyze_family(obtain_family(cfg.replace(model={"n_layers": 3}), store=store), options=OPTIONS)
     with pytest.raises(ValueError, match="layer by layer"):
         compare_families(trained, deeper, metrics=["head_stability.all_anchors"])
