@@ -346,7 +346,27 @@ def _array(path: Path, where: str, d: Mapping[str, Any], key: str) -> np.ndarray
     return a
 
 
-def _parse_measurement(path: Path, fam: str, metric: str, d: Any) -> Measurement:
+# A seed-level test needs at least this many seeds (harness.stats): a pairwise statistic
+# with 2 seeds has a single pair and nothing to compare it with.
+_MIN_SEEDS = {"per_seed": 2, "pairwise": 3}
+
+
+def _check_seed_count(path: Path, where: str, key: str, m: int, fam: str,
+                      seeds: list[int]) -> None:
+    """The leading seed axis of ``where.key`` must match the header's seeds of ``fam`` and be
+    large enough for a seed-level test."""
+    if m != len(seeds):
+        raise _fail(path, f"{where}.{key} holds values for {m} seed(s) but header.seeds.{fam} "
+                          f"lists {len(seeds)}; the values and the header must describe the same "
+                          "seeds")
+    if m < _MIN_SEEDS[key]:
+        raise _fail(path, f"{where}.{key} holds values for {m} seed(s); a seed-level test on it "
+                          f"needs at least {_MIN_SEEDS[key]}")
+
+
+def _parse_measurement(path: Path, fam: str, metric: str, d: Any,
+                       seeds: list[int]) -> Measurement:
+    """One measurement; ``seeds``: the header's seeds of ``fam``."""
     where = f"measurements.{fam}.{metric}"
     if not isinstance(d, dict):
         raise _fail(path, f"{where} must be an object, got {type(d).__name__}")
@@ -371,6 +391,7 @@ def _parse_measurement(path: Path, fam: str, metric: str, d: Any) -> Measurement
             raise _fail(path, f"{where}.per_seed has shape {ps.shape}, expected [M, *{value.shape}]")
         if not np.isfinite(ps).all():
             raise _fail(path, f"{where}.per_seed holds null/NaN; every seed needs a value")
+        _check_seed_count(path, where, "per_seed", ps.shape[0], fam, seeds)
     if d.get("pairwise") is not None:
         pw = _array(path, where, d, "pairwise")
         if pw.ndim < 2 or pw.shape[0] != pw.shape[1] or pw.shape[2:] != value.shape:
@@ -380,6 +401,7 @@ def _parse_measurement(path: Path, fam: str, metric: str, d: Any) -> Measurement
         if not np.isfinite(pw[off]).all():
             raise _fail(path, f"{where}.pairwise holds null/NaN off the diagonal; every seed "
                               "pair needs a value")
+        _check_seed_count(path, where, "pairwise", pw.shape[0], fam, seeds)
     try:
         return Measurement.from_dict(d)
     except (TypeError, ValueError, KeyError) as e:  # pragma: no cover - checked above
@@ -388,8 +410,14 @@ def _parse_measurement(path: Path, fam: str, metric: str, d: Any) -> Measurement
 
 def read_baseline(path: str | os.PathLike[str]) -> Baseline:
     """Parse and check a baseline file; every problem raises :class:`BaselineError` naming the
-    file, what is wrong (JSON syntax with line and column, missing header keys, a measurement
-    that does not parse, wrong types) and what to do."""
+    file, the JSON key, what is wrong and what to do: JSON syntax (line and column), missing
+    header keys, wrong types, a measurement that does not parse, shapes that disagree
+    (value / lo / hi / per_seed [M, ...] / pairwise [M, M, ...]), a seed axis whose length M
+    is not the number of the family's seeds in the header, or too few seeds for a seed-level
+    test (per_seed: 2, pairwise: 3).
+
+    What needs the run to check (a metric's direction or layer count changed) is left to the
+    comparison."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -415,6 +443,11 @@ def read_baseline(path: str | os.PathLike[str]) -> Baseline:
     body = doc["measurements"]
     if not isinstance(body, dict) or not all(isinstance(v, dict) for v in body.values()):
         raise _fail(path, "'measurements' must map family names to objects of metrics")
-    ms = {fam: {metric: _parse_measurement(path, fam, metric, d) for metric, d in fm.items()}
+    for fam in body:
+        if fam not in header["seeds"]:
+            raise _fail(path, f"measurements.{fam} has no header.seeds.{fam}; the header must "
+                              "list the seeds of every family it holds values for")
+    ms = {fam: {metric: _parse_measurement(path, fam, metric, d, header["seeds"][fam])
+                for metric, d in fm.items()}
           for fam, fm in body.items()}
     return Baseline(path=path, header=header, measurements=ms)

@@ -13,6 +13,10 @@ decides pass / fail and talks to people. Choices:
 - a stale baseline *fails* (it does not xfail): a green run must mean the stability was
   checked, and an xfail hides that nothing was. Its message and the terminal summary say
   STALE, never REGRESSED;
+- a baseline that cannot be used fails as INVALID (never a bare traceback), naming the file
+  and the problem, and writes ``<test>.obtained.json``: one that does not parse or is
+  inconsistent in itself (:func:`~harness.baselines.read_baseline`), and one that parses but
+  cannot be compared with this run (a metric's direction flipped, a layer count cut by hand);
 - ``--update-baselines`` rewrites the baselines of the tests that ran (status "updated");
   the plugin never deletes a file;
 - "unused baselines" are listed only after a full run: no test deselected (-k, -m,
@@ -386,6 +390,20 @@ class StabilityBaseline:
                                update_command=self.update_command, mlflow_run=mlflow_run)
         pytest.fail("\n".join([report, *extra]), pytrace=False)
 
+    def _invalid(self, path: Path, message: str, *, header: Mapping[str, Any],
+                 measurements: Mapping[str, Mapping[str, Measurement]]) -> NoReturn:
+        """Fail for a baseline that cannot be used (``message`` names the file and the
+        problem), after writing this run's result beside it."""
+        __tracebackhide__ = True
+        obtained = obtained_path(path)
+        write_baseline(obtained, header=header, measurements=measurements)
+        self._record("invalid", [obtained])
+        # raised, not pytest.fail(): called from an except block, and "from None" keeps the
+        # report to this message instead of printing the caught error above it a second time
+        raise pytest.fail.Exception(f"seedstab: INVALID baseline {message}\nthis run's result is "
+                                    f"in {obtained}\nto rewrite the baseline: "
+                                    f"{self.update_command}", pytrace=False) from None
+
     def check(self, analyses: Mapping[str, Analysis] | Analysis, *, metrics: Sequence[str],
               tolerance: float | Mapping[str, float], alpha: float, suite: str,
               mlflow_run: str | None = None, n_perm: int = 2000) -> Verdict:
@@ -401,10 +419,14 @@ class StabilityBaseline:
         selected = _select(fams, metrics)
         tolerances: dict[tuple[str, str], float] = {}
         for fam, ms in selected.items():  # checked up front: --update-baselines uses neither
-            for metric in ms:
+            for metric, m in ms.items():
                 label = metric if len(fams) == 1 else f"{fam}:{metric}"
                 tolerances[fam, metric] = _tolerance_of(tolerance, metric, label)
                 check_parameters(tolerances[fam, metric], alpha, n_perm)
+                if np.ndim(m.value) > 1:  # compare() would refuse it; not the baseline's fault
+                    raise ValueError(f"metrics: {label} has shape {np.shape(m.value)}; a baseline "
+                                     "check tests scalars and per-layer [L] values, reduce "
+                                     "per-head values to layers first")
         header = make_header(fams)
         path = self.path_for(device_class=header["device_class"], suite=suite)
         self._claim(path)
@@ -433,11 +455,8 @@ class StabilityBaseline:
                         f"{shlex.quote(str(path))}"])
         try:
             stored = read_baseline(path)
-        except BaselineError as e:
-            write_baseline(obtained, header=header, measurements=selected)
-            self._record("invalid", [obtained])
-            pytest.fail(f"seedstab: INVALID baseline\n{e}\nthis run's result is in {obtained}\n"
-                        f"to rewrite the baseline: {self.update_command}", pytrace=False)
+        except BaselineError as e:  # its message starts with the path
+            self._invalid(path, str(e), header=header, measurements=selected)
 
         reasons = stale_reasons(stored.header, header)
         if not reasons:
@@ -458,10 +477,17 @@ class StabilityBaseline:
             for metric, cand in ms.items():
                 label = metric if len(fams) == 1 else f"{fam}:{metric}"
                 base = stored.measurements[fam][metric]
-                new = compare(base, cand, tolerance=tolerances[fam, metric],
-                              alpha=alpha, generator=generator, n_perm=n_perm, label=label)
+                # The run's side was checked above (parameters, seed-level values, shape), so
+                # what compare() still refuses is the stored side: a hand edit read_baseline
+                # cannot see alone (direction flipped, layers cut) or a file from another model.
+                try:
+                    new = compare(base, cand, tolerance=tolerances[fam, metric],
+                                  alpha=alpha, generator=generator, n_perm=n_perm, label=label)
+                    n_base = base.unit_values().shape[0]
+                except ValueError as e:
+                    self._invalid(path, f"{path}: {e}", header=header, measurements=selected)
                 rows += new
-                note = power_note(base.unit_values().shape[0], cand.unit_values().shape[0],
+                note = power_note(n_base, cand.unit_values().shape[0],
                                   n_layers=len(new), alpha=alpha, n_perm=n_perm)
                 if note:  # the baseline has fewer seeds than this run
                     self._record("underpowered")

@@ -25,7 +25,7 @@ def per_layer(seed: int = 0, M: int = 5, L: int = 3, name: str = "head_stability
                        per_seed=ps, n_seeds=M)
 
 
-def pairwise(seed: int = 0, M: int = 4, name: str = "resid_cka") -> Measurement:
+def pairwise(seed: int = 0, M: int = 5, name: str = "resid_cka") -> Measurement:
     x = np.random.default_rng(seed).standard_normal((M, M)) * 0.01
     pw = 0.9 + (x + x.T) / 2  # (M, M)
     pw[np.arange(M), np.arange(M)] = np.nan
@@ -147,7 +147,7 @@ def test_round_trip_keeps_seed_level_values(tmp_path: Path) -> None:
         np.testing.assert_allclose(got.value, want.value, rtol=1e-5)
         np.testing.assert_allclose(got.unit_values(), want.unit_values(), rtol=1e-5)
     pw = b.measurements["adam"]["resid_cka"].pairwise
-    assert np.isnan(np.diag(pw)).all() and pw.shape == (4, 4)  # NaN diagonal -> null -> NaN
+    assert np.isnan(np.diag(pw)).all() and pw.shape == (5, 5)  # NaN diagonal -> null -> NaN
     assert b.measurements["adam"]["resid_cka"].value.shape == ()
 
 
@@ -245,6 +245,59 @@ def test_read_errors_name_file_problem_and_fix(tmp_path: Path, mangle, match: st
         read_baseline(path)
     msg = str(e.value)
     assert msg.startswith(f"{path}: ") and "--update-baselines" in msg
+
+
+def _cut(x: list, m: int, axes: int) -> list:
+    """The first ``m`` seeds along the first ``axes`` axes of a nested list."""
+    return [_cut(v, m, axes - 1) if axes > 1 else v for v in x[:m]]
+
+
+@pytest.mark.parametrize("mangle, match", [
+    # a hand edit that drops seeds from the values but not from the header
+    (lambda d: _m(d, "resid_cka").update(pairwise=_cut(_m(d, "resid_cka")["pairwise"], 2, 2)),
+     r"measurements\.adam\.resid_cka\.pairwise holds values for 2 seed\(s\) but "
+     r"header\.seeds\.adam lists 5"),
+    (lambda d: _m(d).update(per_seed=_cut(_m(d)["per_seed"], 3, 1)),
+     r"measurements\.adam\.head_stability\.per_seed holds values for 3 seed\(s\) but "
+     r"header\.seeds\.adam lists 5"),
+    # ... or from both: consistent, but too few for a seed-level test
+    (lambda d: (d["header"]["seeds"].update(adam=[0, 1]),
+                _m(d).update(per_seed=_cut(_m(d)["per_seed"], 2, 1)),
+                _m(d, "resid_cka").update(pairwise=_cut(_m(d, "resid_cka")["pairwise"], 2, 2))),
+     r"measurements\.adam\.resid_cka\.pairwise holds values for 2 seed\(s\); a seed-level "
+     r"test on it needs at least 3"),
+    (lambda d: (d["header"]["seeds"].update(adam=[0]),
+                _m(d).update(per_seed=_cut(_m(d)["per_seed"], 1, 1)),
+                d["measurements"]["adam"].pop("resid_cka")),
+     r"measurements\.adam\.head_stability\.per_seed holds values for 1 seed\(s\); a "
+     r"seed-level test on it needs at least 2"),
+    (lambda d: d["header"].update(seeds={"adamw": [0, 1, 2, 3, 4]}),
+     r"measurements\.adam has no header\.seeds\.adam"),
+    # per-layer value cut to one layer, the seed-level values left alone
+    (lambda d: _m(d).update(value=[0.8], lo=[0.7], hi=[0.9]),
+     r"measurements\.adam\.head_stability\.per_seed has shape \(5, 3\), expected \[M, \*\(1,\)\]"),
+    (lambda d: _m(d, "resid_cka").update(value=[0.9], lo=[0.8], hi=[1.0]),
+     r"measurements\.adam\.resid_cka\.pairwise has shape \(5, 5\), expected \[M, M, \*\(1,\)\]"),
+], ids=["pairwise-seeds-cut", "per_seed-seeds-cut", "pairwise-2-seeds", "per_seed-1-seed",
+        "family-without-seeds", "value-cut-per_seed", "value-cut-pairwise"])
+def test_read_checks_seed_axes_against_header(tmp_path: Path, mangle, match: str) -> None:
+    path = tmp_path / "cpu" / "s" / "test_x.json"
+    write_sample(path)
+    read_baseline(path)  # the sample itself is consistent
+    _mangle(path, mangle)
+    with pytest.raises(BaselineError, match=match) as e:
+        read_baseline(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ") and "--update-baselines" in msg
+
+
+def test_stored_baselines_are_readable() -> None:
+    """Every baseline in the repository passes read_baseline's checks (a hand edit that breaks
+    one shows up here, not at the end of a long training run)."""
+    root = Path(__file__).resolve().parents[1] / "baselines"
+    paths = [p for p in sorted(root.glob("*/*/*.json")) if not p.name.endswith(bl.OBTAINED_SUFFIX)]
+    for p in paths:
+        read_baseline(p)
 
 
 def test_read_invalid_json_gives_line(tmp_path: Path) -> None:

@@ -183,10 +183,59 @@ def test_invalid_json_names_the_file(proj: pytest.Pytester) -> None:
     res = run(proj)
     res.assert_outcomes(passed=1, failed=1)
     out = res.stdout.str()
-    assert "INVALID baseline" in out and str(path) in out
-    assert "invalid JSON at line 2" in out and "--update-baselines" in out
+    assert f"INVALID baseline {path}: invalid JSON at line 2" in out and "--update-baselines" in out
+    assert "During handling" not in out  # the caught error is not shown a second time
     assert "INVALID   test_mod.py::test_alpha" in out
     assert path.read_text().startswith('{"header": {\n')  # left as it was
+
+
+def _cut(x: list, m: int, axes: int) -> list:
+    """The first ``m`` entries along the first ``axes`` axes of a nested list."""
+    return [_cut(v, m, axes - 1) if axes > 1 else v for v in x[:m]]
+
+
+def _flip_direction(ms: dict) -> str:
+    ms["head_stability"]["higher_is_better"] = False
+    return "head_stability: higher_is_better is False in the baseline but True in the candidate"
+
+
+def _pairwise_to_two_seeds(ms: dict) -> str:
+    m = ms["resid_cka"]
+    m["pairwise"] = _cut(m["pairwise"], 2, 2)
+    return ("measurements.adam.resid_cka.pairwise holds values for 2 seed(s) but "
+            "header.seeds.adam lists 6")
+
+
+def _one_layer(ms: dict) -> str:
+    m = ms["head_stability"]
+    for key in ("value", "lo", "hi"):
+        m[key] = m[key][:1]
+    m["per_seed"] = [row[:1] for row in m["per_seed"]]
+    return "head_stability: baseline has shape (1,) per seed but the candidate (4,)"
+
+
+@pytest.mark.parametrize("mangle", [_flip_direction, _pairwise_to_two_seeds, _one_layer],
+                         ids=["direction-flipped", "pairwise-2-seeds", "one-layer"])
+def test_hand_edited_baseline_is_invalid_and_named(proj: pytest.Pytester, mangle) -> None:
+    """A baseline that still parses but cannot be compared (caught by read_baseline, or only by
+    the comparison) fails as INVALID with the file named, never as a bare traceback."""
+    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    path = bpath(proj, "test_alpha")
+    doc = json.loads(path.read_text())
+    why = mangle(doc["measurements"]["adam"])
+    path.write_text(json.dumps(doc))
+    edited = path.read_bytes()
+    res = run(proj)
+    res.assert_outcomes(passed=1, failed=1)
+    out = res.stdout.str()
+    assert f"seedstab: INVALID baseline {path}: " in out
+    assert why in out
+    assert "INVALID   test_mod.py::test_alpha" in out
+    assert "pytest test_mod.py::test_alpha --update-baselines" in out
+    assert "Traceback" not in out and "ValueError" not in out  # pytrace=False
+    assert "During handling" not in out  # the caught error is not shown a second time
+    assert path.read_bytes() == edited  # left as it was; this run's result goes beside it
+    assert (path.parent / "test_alpha.obtained.json").is_file()
 
 
 # ----------------------------------------------------------------------------- selection
@@ -277,7 +326,9 @@ def test_same_test_name_in_two_modules_is_an_error(proj: pytest.Pytester) -> Non
 
 def test_wrong_arguments_to_check_fail_readably(proj: pytest.Pytester) -> None:
     proj.makepyfile(test_args='''
+        import numpy as np
         import pytest
+        from harness.results import Analysis, Measurement
         from test_mod import family
 
         def fam():
@@ -317,10 +368,23 @@ def test_wrong_arguments_to_check_fail_readably(proj: pytest.Pytester) -> None:
             with pytest.raises(ValueError, match="tolerance: expected a finite number >= 0"):
                 stability_baseline.check(fam(), metrics=["resid_cka"],
                                          tolerance={"resid_cka": -1.0}, alpha=0.05, suite="s")
+
+        def test_per_head_values(stability_baseline):
+            a = fam()
+            m = a["head_stability"]
+            per_head = Measurement("head_stability", np.stack([m.value, m.value], -1),
+                                   np.stack([m.lo, m.lo], -1), np.stack([m.hi, m.hi], -1), True,
+                                   per_seed=np.stack([m.per_seed, m.per_seed], -1), n_seeds=3)
+            a = Analysis(a.family, a.fingerprint, a.seeds, a.device_class, a.probe_digest,
+                         {"head_stability": per_head})
+            with pytest.raises(ValueError, match=r"metrics: head_stability has shape \\(4, 2\\)"
+                                                 ".*reduce per-head values to layers"):
+                stability_baseline.check(a, metrics=["head_stability"], tolerance=0.1,
+                                         alpha=0.05, suite="s")
     ''')
     # checked in update mode too (where no comparison uses them), and nothing gets written
     res = run(proj, "test_args.py", "--update-baselines")
-    res.assert_outcomes(passed=7)
+    res.assert_outcomes(passed=8)
     assert not (proj.path / "baselines" / "cpu" / "s").exists()
 
 
