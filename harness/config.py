@@ -25,7 +25,7 @@ import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -537,6 +537,7 @@ def family_from_dict(raw: Mapping[str, Any], *, source: str = "<memory>", key: s
                       synthetic=synthetic)
     if kind == "synthetic":
         _check_generator_options(synthetic, source, p("data.synthetic"))
+        _check_generator_settings(data, set(d_raw), source, p)
 
     t_raw = _section(raw, "train", TrainConfig, source, key)
     tv = _V(source, p("train"))
@@ -601,6 +602,25 @@ def _check_generator_options(options: Mapping[str, Any], source: str, key: str) 
                 and not (isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool)):
             raise ConfigError(source, f"{key}.{k}",
                               f"expected {type(default).__name__} (like the default {default!r}), got {v!r}")
+
+
+def _check_generator_settings(data: DataConfig, set_in_data: set[str], source: str,
+                              p: Callable[[str], str]) -> None:
+    """Settings valid one by one that no synthetic language can honour together (span_min
+    above span_max, a context too short for two copies of a span): ConfigError naming the
+    key the spec set, e.g. ``data.synthetic.span_min``."""
+    from harness.data import GeneratorOptionError, SyntheticLanguage, check_generator_options
+
+    params = inspect.signature(SyntheticLanguage.__init__).parameters
+    wanted = inspect.signature(check_generator_options).parameters
+    options = {n: params[n].default for n in wanted if params[n].default is not inspect.Parameter.empty}
+    options.update({k: v for k, v in data.synthetic.items() if k in wanted})
+    try:
+        check_generator_options(**{**options, "vocab_size": data.vocab_size, "seq_len": data.seq_len})
+    except GeneratorOptionError as e:
+        keys = [f"data.{k}" if k in ("vocab_size", "seq_len") else f"data.synthetic.{k}" for k in e.keys]
+        set_keys = [k for k, name in zip(keys, e.keys) if name in data.synthetic or name in set_in_data]
+        raise ConfigError(source, p((set_keys or keys or ["data.synthetic"])[0]), e.detail) from None
 
 
 def resolve_optimizer(name: str, *, source: str = "<memory>", key: str = "train.optimizer") -> type:

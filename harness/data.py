@@ -67,9 +67,41 @@ def _copy_runs(tokens: Tensor, *, min_span: int) -> tuple[Tensor, Tensor]:
     return mask, offs
 
 
-def _require(ok: bool, msg: str) -> None:
+class GeneratorOptionError(ValueError):
+    """Settings :class:`SyntheticLanguage` cannot honour; ``keys`` names the arguments at
+    fault, most specific first (the spec loader turns them into dotted keys)."""
+
+    def __init__(self, message: str, keys: tuple[str, ...]) -> None:
+        super().__init__(f"SyntheticLanguage: {message}")
+        self.detail = message
+        self.keys = keys
+
+
+def _require(ok: bool, msg: str, *keys: str) -> None:
     if not ok:
-        raise ValueError(f"SyntheticLanguage: {msg}")
+        raise GeneratorOptionError(msg, keys)
+
+
+def check_generator_options(*, vocab_size: int, seq_len: int, n_successors: int, ngram_order: int,
+                            span_min: int, span_max: int, repeats_min: int, repeats_max: int,
+                            span_tokens: str, p_repeat: float) -> None:
+    """Raise :class:`GeneratorOptionError` for settings no :class:`SyntheticLanguage` can
+    honour; cheap (builds nothing), so the spec loader calls it on every family."""
+    _require(vocab_size >= 2, f"vocab_size must be >= 2, got {vocab_size}", "vocab_size")
+    _require(ngram_order in (2, 3), f"ngram_order must be 2 or 3, got {ngram_order}", "ngram_order")
+    _require(n_successors >= 1, f"n_successors must be >= 1, got {n_successors}", "n_successors")
+    _require(span_tokens in ("uniform", "zipf"), f"span_tokens must be 'uniform' or 'zipf', got {span_tokens!r}",
+             "span_tokens")
+    _require(0.0 <= p_repeat <= 1.0, f"p_repeat must be in [0, 1], got {p_repeat}", "p_repeat")
+    _require(2 <= span_min <= span_max, f"need 2 <= span_min <= span_max, got {span_min}, {span_max}",
+             "span_min", "span_max")
+    _require(2 <= repeats_min <= repeats_max,
+             f"need 2 <= repeats_min <= repeats_max, got {repeats_min}, {repeats_max}", "repeats_min", "repeats_max")
+    _require(
+        seq_len >= 2 * span_max,
+        f"seq_len {seq_len} cannot hold two copies of a span of span_max={span_max}; lower span_max or raise seq_len",
+        "span_max", "seq_len",
+    )
 
 
 def digest(tokens: Tensor) -> str:
@@ -112,17 +144,10 @@ class SyntheticLanguage:
         span_tokens: str = "uniform",
         p_repeat: float = 1.0,
     ):
-        _require(vocab_size >= 2, f"vocab_size must be >= 2, got {vocab_size}")
-        _require(ngram_order in (2, 3), f"ngram_order must be 2 or 3, got {ngram_order}")
-        _require(n_successors >= 1, f"n_successors must be >= 1, got {n_successors}")
-        _require(span_tokens in ("uniform", "zipf"), f"span_tokens must be 'uniform' or 'zipf', got {span_tokens!r}")
-        _require(0.0 <= p_repeat <= 1.0, f"p_repeat must be in [0, 1], got {p_repeat}")
-        _require(2 <= span_min <= span_max, f"need 2 <= span_min <= span_max, got {span_min}, {span_max}")
-        _require(2 <= repeats_min <= repeats_max, f"need 2 <= repeats_min <= repeats_max, got {repeats_min}, {repeats_max}")
-        _require(
-            seq_len >= 2 * span_max,
-            f"seq_len {seq_len} cannot hold two copies of a span of span_max={span_max}; lower span_max or raise seq_len",
-        )
+        check_generator_options(vocab_size=vocab_size, seq_len=seq_len, n_successors=n_successors,
+                                ngram_order=ngram_order, span_min=span_min, span_max=span_max,
+                                repeats_min=repeats_min, repeats_max=repeats_max, span_tokens=span_tokens,
+                                p_repeat=p_repeat)
         self.vocab_size = vocab_size
         self.seq_len = seq_len
         self.language_seed = language_seed

@@ -102,6 +102,11 @@ BAD = [
     ("probe: {seq_len: 500}", "probe.seq_len", "cannot be longer"),
     ("probe: {path: nowhere.txt}", "probe.path", "does not exist"),
     ("extends: nowhere.yaml", "extends", "does not exist"),
+    ("data: {synthetic: {span_min: 20}}", "data.synthetic.span_min", "need 2 <= span_min <= span_max, got 20, 16"),
+    ("data: {seq_len: 16}", "data.seq_len", "cannot hold two copies of a span of span_max=16"),
+    ("data: {seq_len: 30, synthetic: {span_max: 16}}", "data.synthetic.span_max", "cannot hold two copies"),
+    ("data: {synthetic: {repeats_min: 1}}", "data.synthetic.repeats_min", "need 2 <= repeats_min"),
+    ("data: {synthetic: {p_repeat: 1.5}}", "data.synthetic.p_repeat", "p_repeat must be in [0, 1]"),
 ]
 
 
