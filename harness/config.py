@@ -542,7 +542,7 @@ def family_from_dict(raw: Mapping[str, Any], *, source: str = "<memory>", key: s
     t_raw = _section(raw, "train", TrainConfig, source, key)
     tv = _V(source, p("train"))
     optimizer = tv.str(t_raw, "optimizer", "adam")
-    resolve_optimizer(optimizer, source=source, key=p("train.optimizer"))
+    opt_cls = resolve_optimizer(optimizer, source=source, key=p("train.optimizer"))
     okw = tv.mapping(t_raw, "optimizer_kwargs")
     for k in ("lr", "weight_decay"):
         if k in okw:
@@ -563,6 +563,7 @@ def family_from_dict(raw: Mapping[str, Any], *, source: str = "<memory>", key: s
         checkpoint_every=tv.int(t_raw, "checkpoint_every", 200, min=1),
         log_every=tv.int(t_raw, "log_every", 10, min=1),
     )
+    _check_optimizer_arguments(opt_cls, train, source, p)
     pr_raw = _section(raw, "probe", ProbeConfig, source, key)
     pv = _V(source, p("probe"))
     ppath = pv.str(pr_raw, "path", None, optional=True)
@@ -621,6 +622,59 @@ def _check_generator_settings(data: DataConfig, set_in_data: set[str], source: s
         keys = [f"data.{k}" if k in ("vocab_size", "seq_len") else f"data.synthetic.{k}" for k in e.keys]
         set_keys = [k for k, name in zip(keys, e.keys) if name in data.synthetic or name in set_in_data]
         raise ConfigError(source, p((set_keys or keys or ["data.synthetic"])[0]), e.detail) from None
+
+
+def _check_optimizer_arguments(cls: type, train: TrainConfig, source: str, p: Callable[[str], str]) -> None:
+    """Build ``cls`` on a dummy parameter with exactly the arguments training passes
+    (harness.train.build_optimizer), so a bad ``optimizer_kwargs`` fails at load time with
+    the dotted key at fault instead of as a TypeError when training starts."""
+    import torch
+
+    kwargs = {**train.optimizer_kwargs, "lr": train.lr}
+    if train.weight_decay is not None:
+        kwargs["weight_decay"] = train.weight_decay
+    where = {k: f"train.optimizer_kwargs.{k}" for k in train.optimizer_kwargs}
+    where.update(lr="train.lr", weight_decay="train.weight_decay")
+    name = cls.__name__
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):  # no signature to read (a C extension): construction decides
+        params = None
+    if params is not None and not any(prm.kind == prm.VAR_KEYWORD for prm in params.values()):
+        accepted = [n for n, prm in params.items() if n not in ("self", "params")
+                    and prm.kind in (prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY)]
+        for k in kwargs:
+            if k in accepted:
+                continue
+            if k == "lr":
+                raise ConfigError(source, p("train.optimizer"), f"{name} takes no lr argument, but training "
+                                  "passes train.lr to every optimizer; use an optimizer that takes lr")
+            if k == "weight_decay":
+                raise ConfigError(source, p("train.weight_decay"), f"{name} takes no weight_decay argument; "
+                                  "remove train.weight_decay")
+            raise ConfigError(source, p(where[k]), f"{name} takes no argument {k!r}; it takes: "
+                              f"{', '.join(accepted) or 'nothing'}")
+
+    def fails(kw: dict[str, Any]) -> Exception | None:
+        # A 1-element parameter suits every optimizer; a (2, 2) one is tried too for those
+        # that accept matrices only (a shape check, not a bad argument).
+        for shape in ((1,), (2, 2)):
+            try:
+                cls([torch.nn.Parameter(torch.zeros(shape))], **kw)
+                return None
+            except Exception as e:  # the optimizer's own validation, whatever it raises
+                error = e
+        return error
+
+    error = fails(kwargs)
+    if error is None:
+        return
+    # Blame the one argument whose removal makes construction succeed; several: the mapping.
+    culprits = [k for k in kwargs if fails({j: v for j, v in kwargs.items() if j != k}) is None]
+    key = where[culprits[0]] if len(culprits) == 1 else "train.optimizer_kwargs"
+    shown = f"{culprits[0]}={kwargs[culprits[0]]!r}" if len(culprits) == 1 else \
+        ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    raise ConfigError(source, p(key), f"{name} rejects {shown}: {type(error).__name__}: {error}")
 
 
 def resolve_optimizer(name: str, *, source: str = "<memory>", key: str = "train.optimizer") -> type:

@@ -102,6 +102,12 @@ BAD = [
     ("probe: {seq_len: 500}", "probe.seq_len", "cannot be longer"),
     ("probe: {path: nowhere.txt}", "probe.path", "does not exist"),
     ("extends: nowhere.yaml", "extends", "does not exist"),
+    ("train: {optimizer_kwargs: {bogus: 1}}", "train.optimizer_kwargs.bogus", "Adam takes no argument 'bogus'"),
+    ("train: {optimizer_kwargs: {betas: oops}}", "train.optimizer_kwargs.betas", "Adam rejects betas='oops'"),
+    ("train: {optimizer: sgd, optimizer_kwargs: {momentum: -1}}", "train.optimizer_kwargs.momentum",
+     "Invalid momentum value"),
+    ("train: {optimizer_kwargs: {betas: [2, 3], eps: -1}}", "train.optimizer_kwargs", "Adam rejects"),
+    ("train: {optimizer: lbfgs, weight_decay: 0.1}", "train.weight_decay", "LBFGS takes no weight_decay"),
     ("data: {synthetic: {span_min: 20}}", "data.synthetic.span_min", "need 2 <= span_min <= span_max, got 20, 16"),
     ("data: {seq_len: 16}", "data.seq_len", "cannot hold two copies of a span of span_max=16"),
     ("data: {seq_len: 30, synthetic: {span_max: 16}}", "data.synthetic.span_max", "cannot hold two copies"),
@@ -147,6 +153,55 @@ def test_not_yaml_and_empty_files(tmp_path):
         load_family(write(tmp_path / "e.yaml", ""))
     with pytest.raises(ConfigError, match="file not found"):
         load_family(tmp_path / "none.yaml")
+
+
+def test_suite_families_name_the_optimizer_and_generator_key(tmp_path):
+    path = write(tmp_path / "paper.yaml", """
+        families:
+          adam: {train: {optimizer_kwargs: {bogus: 1}}}
+    """)
+    with pytest.raises(ConfigError, match=r"paper.yaml: families.adam.train.optimizer_kwargs.bogus: "):
+        load_suite(path)
+    path = write(tmp_path / "paper.yaml", """
+        defaults: {data: {seq_len: 16}}
+        families:
+          adam: {}
+    """)
+    with pytest.raises(ConfigError, match=r"paper.yaml: families.adam.data.seq_len: seq_len 16 cannot hold"):
+        load_suite(path)
+
+
+def test_valid_optimizer_kwargs_and_user_optimizers_load(tmp_path):
+    (tmp_path / "cfg_test_kw_opt.py").write_text(
+        "import torch\n"
+        "class Loose(torch.optim.SGD):\n"  # **kwargs: any key is accepted, construction decides
+        "    def __init__(self, params, lr=0.1, **kw):\n"
+        "        super().__init__(params, lr=lr, momentum=kw.get('momentum', 0.0))\n"
+        "class MatrixOnly(torch.optim.SGD):\n"  # rejects the 1-element dummy: not a bad argument
+        "    def __init__(self, params, lr=0.1):\n"
+        "        params = list(params)\n"
+        "        assert all(p.ndim == 2 for p in params), 'matrices only'\n"
+        "        super().__init__(params, lr=lr)\n")
+    base = "name: ok\ntrain: {%s}\n"
+    for train in ("optimizer: adam, optimizer_kwargs: {betas: [0.9, 0.99], eps: 1.0e-6}",
+                  "optimizer: adamw, weight_decay: 0.1, optimizer_kwargs: {amsgrad: true}",
+                  "optimizer: 'cfg_test_kw_opt:Loose', optimizer_kwargs: {momentum: 0.9, anything: 1}",
+                  "optimizer: 'cfg_test_kw_opt:MatrixOnly'"):
+        cfg = load_family(write(tmp_path / "ok.yaml", base % train))
+        assert cfg.train.optimizer in train
+    with pytest.raises(ConfigError, match=r"train.optimizer_kwargs.momentum: Loose rejects momentum=-1"):
+        load_family(write(tmp_path / "ok.yaml", base % "optimizer: 'cfg_test_kw_opt:Loose', "
+                                                     "optimizer_kwargs: {momentum: -1}"))
+
+
+def test_cli_prints_optimizer_kwargs_errors_without_traceback(tmp_path, capsys):
+    for kwargs, key in (("{bogus: 1}", "train.optimizer_kwargs.bogus"),
+                        ("{betas: oops}", "train.optimizer_kwargs.betas")):
+        path = write(tmp_path / "bad.yaml", "train: {optimizer_kwargs: %s}\n" % kwargs)
+        assert main(["train", str(path), "--store", str(tmp_path / "store")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"seedstab: error: {path}: {key}: "), err
+        assert "Traceback" not in err and err.count("\n") == 1, err
 
 
 def test_fingerprint_covers_training_and_nothing_else(tmp_path):
