@@ -163,8 +163,11 @@ def fingerprint(cfg: FamilyConfig) -> str:
     """Hex digest of everything that changes what training produces, and nothing else.
 
     In: model, data (a data file by content, not path), train without device, the model
-    code version and the data-generator version. Out: name, seeds (each seed is stored
-    under its own key), probe set, device, tracking and expectations.
+    code version and the data-generator version; ``train.init_seed`` and ``train.data_seed``
+    only when set (a pinned init seed gives every seed the same initial weights), so specs
+    that leave them unset keep the fingerprint they had before the two were counted. Out:
+    name, seeds (each seed is stored under its own key), probe set, device, checkpoint and
+    log intervals, tracking and expectations.
     """
     from harness.data import GENERATOR_VERSION
 
@@ -172,8 +175,11 @@ def fingerprint(cfg: FamilyConfig) -> str:
     if cfg.data.path is not None:
         data["path"] = _file_digest(Path(cfg.data.path))
     train = dataclasses.asdict(cfg.train)
-    for key in ("device", "checkpoint_every", "log_every", "init_seed", "data_seed"):
+    for key in ("device", "checkpoint_every", "log_every"):
         train.pop(key)
+    for key in ("init_seed", "data_seed"):
+        if train[key] is None:
+            train.pop(key)
     payload = {
         "model": dataclasses.asdict(cfg.model),
         "data": data,

@@ -217,8 +217,26 @@ def test_fingerprint_covers_training_and_nothing_else(tmp_path):
                     cfg.replace(train={"weight_decay": 0.1}), cfg.replace(train={"steps": 11}),
                     cfg.replace(train={"threads": 2}), cfg.replace(model={"n_layers": 3}),
                     cfg.replace(model={"qk_norm": True}), cfg.replace(data={"language_seed": 1}),
-                    cfg.replace(data={"synthetic": {"span_min": 6}})):
+                    cfg.replace(data={"synthetic": {"span_min": 6}}),
+                    # a pinned init seed gives every seed the same initial weights
+                    cfg.replace(train={"init_seed": 0}), cfg.replace(train={"data_seed": 0})):
         assert fingerprint(changed) != fp
+    pinned = cfg.replace(train={"init_seed": 0})
+    assert fingerprint(pinned) != fingerprint(pinned.replace(train={"init_seed": 1}))
+    assert fingerprint(pinned) != fingerprint(cfg.replace(train={"data_seed": 0}))
+
+
+def test_fingerprints_of_committed_baselines_are_unchanged():
+    """init_seed and data_seed count only when set, so no spec that leaves them unset (all
+    committed ones) has a new fingerprint: the baselines under baselines/ stay current."""
+    import json
+
+    root = Path(__file__).resolve().parent.parent
+    suite = load_suite(root / "suites" / "smoke" / "smoke.yaml")
+    headers = [json.loads(f.read_text())["header"] for f in sorted((root / "baselines" / "cpu" / "smoke").glob("*.json"))]
+    recorded = {name: fp for h in headers for name, fp in h["fingerprints"].items()}
+    assert recorded, "no smoke baselines found"
+    assert {name: fingerprint(suite.families[name]) for name in recorded} == recorded
 
 
 def test_fingerprint_of_a_data_file_follows_content_not_path(tmp_path):
