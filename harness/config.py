@@ -17,12 +17,15 @@ Every bad input raises one :class:`ConfigError` naming the file and the dotted k
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import hashlib
 import importlib
 import inspect
 import json
+import sys
+import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -195,23 +198,77 @@ def code_digest(cfg: FamilyConfig) -> str | None:
     """Digest of the user code a family trains with (an optimizer or model given by import
     path), or None when it uses only torch and seedstab.
 
+    Counted: the file that defines the named object (``inspect.getsourcefile``), the file of
+    the module named before the colon, and, when either module is part of a package outside
+    the Python installation, every ``.py`` file of that top-level package's directory (so
+    ``pkg:Cls`` re-exported from ``pkg/impl.py`` follows ``impl.py`` and the helpers it
+    imports from ``pkg``). Installed libraries count by those two files only; plain modules
+    the object imports from are not followed. Python files count by syntax tree, so comments
+    and formatting do not retrain (docstrings do).
+
     Kept out of :func:`fingerprint` on purpose: the fingerprint names *what a test means*
     (baselines go stale when it changes), while editing ``my_optim.py`` is exactly the change
     a baseline should be *tested* against. The store keys trained seeds by both, so edited
     code is retrained, never served from the cache.
     """
-    paths = []
+    # file -> label; labels, not absolute paths, enter the hash: moving a checkout keeps the digest
+    files: dict[Path, str] = {}
     for spec, key in ((cfg.train.optimizer, "train.optimizer"), (cfg.model.custom, "model.custom")):
         if spec and ":" in spec:
-            module = _import_module(spec.partition(":")[0], cfg.source)
-            if getattr(module, "__file__", None):
-                paths.append(Path(module.__file__))
-    if not paths:
+            files.update(_code_files(spec, cfg.source, key))
+    if not files:
         return None
     h = hashlib.sha256()
-    for path in sorted(set(paths)):
-        h.update(_file_digest(path).encode())
+    for label, digest in sorted((label, _source_digest(path)) for path, label in files.items()):
+        h.update(f"{label}\0{digest}\0".encode())
     return h.hexdigest()[:8]
+
+
+def _code_files(spec: str, source: str, key: str) -> dict[Path, str]:
+    """The files whose code decides what import path ``spec`` does, each with its label:
+    ``package/relative/path.py`` inside a package, else the file name."""
+    obj = _import_path(spec, source, key)
+    named = sys.modules[spec.partition(":")[0]]
+    defining = inspect.getmodule(obj) or named
+    paths = [getattr(named, "__file__", None)]
+    try:
+        paths.append(inspect.getsourcefile(obj))
+    except TypeError:  # a builtin or an instance: no source file of its own
+        pass
+    files = {Path(p).resolve(): Path(p).name for p in paths if p}
+    for module in (named, defining):
+        top = sys.modules.get(module.__name__.split(".")[0])
+        for pkg_dir in getattr(top, "__path__", None) or ():  # None: a plain module, not a package
+            pkg_dir = Path(pkg_dir).resolve()
+            if _installed(pkg_dir):
+                continue
+            for path in pkg_dir.rglob("*.py"):
+                if "__pycache__" not in path.parts:
+                    files[path.resolve()] = f"{top.__name__}/{path.relative_to(pkg_dir).as_posix()}"
+    return files
+
+
+def _installed(path: Path) -> bool:
+    """Whether ``path`` lies in the Python installation (stdlib or site-packages): library
+    code, which a version pins, rather than user code being edited."""
+    import site
+
+    resolved = path.resolve()
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.add(site.getusersitepackages())  # pip install --user
+    return any(resolved.is_relative_to(Path(r).resolve()) for r in roots if r)
+
+
+def _source_digest(path: Path) -> str:
+    """A ``.py`` file by its syntax tree (comments and formatting ignored), anything else
+    (or a file that does not parse) by its bytes."""
+    if path.suffix == ".py":
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (SyntaxError, ValueError):
+            return _file_digest(path)
+        return "ast:" + hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+    return _file_digest(path)
 
 
 def _file_digest(path: Path) -> str:

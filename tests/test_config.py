@@ -239,6 +239,20 @@ def test_fingerprints_of_committed_baselines_are_unchanged():
     assert {name: fingerprint(suite.families[name]) for name in recorded} == recorded
 
 
+def test_source_digest_ignores_comments_and_formatting(tmp_path):
+    from harness.config import _source_digest
+
+    path = tmp_path / "m.py"
+    path.write_text("def f(x):\n    return x + 1\n")
+    d = _source_digest(path)
+    path.write_text("# why f exists\ndef f( x ):\n\n    return (x + 1)  # one more\n")
+    assert _source_digest(path) == d
+    path.write_text("def f(x):\n    return x + 2\n")
+    assert _source_digest(path) != d
+    path.write_text('def f(x):\n    """Docstrings are code."""\n    return x + 1\n')
+    assert _source_digest(path) != d
+
+
 def test_fingerprint_of_a_data_file_follows_content_not_path(tmp_path):
     (tmp_path / "a.txt").write_text("hello world " * 50)
     (tmp_path / "b.txt").write_text("hello world " * 50)

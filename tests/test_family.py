@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.config import fingerprint, load_family
+from harness.config import code_digest, fingerprint, load_family
 from harness.family import obtain_family
 from harness.store import Store
 from harness.train import TrainingDiverged, train_seed
@@ -157,6 +157,35 @@ def test_edited_user_optimizer_retrains_but_keeps_the_fingerprint(tmp_path):
     fp = fingerprint(cfg)
     assert obtain_family(cfg, store=store).trained_now == 2
     assert obtain_family(cfg, store=store).trained_now == 0
-    module.write_text(module.read_text() + "# a change to the optimizer's code\n")
+    # comments and formatting are no change to the code: the cache still serves
+    module.write_text("import torch\n\n# a comment\nclass MySGD( torch.optim.SGD ):\n    pass\n")
+    assert obtain_family(cfg, store=store).trained_now == 0
+    module.write_text(module.read_text() + "MySGD.edited = True\n")
     again = obtain_family(cfg, store=store)
     assert again.trained_now == 2 and fingerprint(cfg) == fp and again.fingerprint == fp
+
+
+def test_edited_file_of_a_user_package_retrains(tmp_path):
+    """``pkg:Cls`` names the package, but Cls lives in ``pkg/impl.py``: editing that file
+    (or any other file of the package) retrains; the fingerprint stays."""
+    pkg = tmp_path / "seedstab_test_pkgx"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from .impl import MyAdam\n")
+    impl = pkg / "impl.py"
+    impl.write_text("import torch\nclass MyAdam(torch.optim.Adam):\n    pass\n")
+    path = spec(tmp_path)
+    path.write_text(path.read_text().replace("train: {", "train: {optimizer: 'seedstab_test_pkgx:MyAdam', "))
+    cfg = load_family(path)
+    store = Store(tmp_path / "store")
+    fp, code = fingerprint(cfg), code_digest(cfg)
+    assert obtain_family(cfg, store=store).trained_now == 2
+    assert obtain_family(cfg, store=store).trained_now == 0
+    impl.write_text(impl.read_text() + "MyAdam.edited = True\n")
+    assert code_digest(cfg) != code
+    again = obtain_family(cfg, store=store)
+    assert again.trained_now == 2 and fingerprint(cfg) == fp and again.fingerprint == fp
+    # a helper the class may import is part of the package, so it counts too
+    code = code_digest(cfg)
+    (pkg / "helpers.py").write_text("SCALE = 2\n")
+    assert code_digest(cfg) != code
+
