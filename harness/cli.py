@@ -107,10 +107,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not entries:
         print(f"the store at {store.root} holds no trained seeds")
         return 0
-    print(f"{'family':<20} {'fingerprint':<17} {'device':<16} {'seed':<14} {'steps':>6} {'loss':>7} {'MB':>6}")
+    # store keys are fingerprint-h<harness>[-code<user code>], so the column fits the longest
+    w = max(len("fingerprint"), *(len(e.fingerprint) for e in entries))
+    print(f"{'family':<20} {'fingerprint':<{w}} {'device':<16} {'seed':<14} {'steps':>6} {'loss':>7} {'MB':>6}")
     for e in entries:
         loss = f"{e.final_loss:.3f}" if isinstance(e.final_loss, (int, float)) else "-"
-        print(f"{str(e.name):<20} {e.fingerprint:<17} {e.device_class:<16} {e.seed_key:<14} "
+        print(f"{str(e.name):<20} {e.fingerprint:<{w}} {e.device_class:<16} {e.seed_key:<14} "
               f"{e.steps if e.steps is not None else '-':>6} {loss:>7} {e.size_bytes / 1e6:>6.2f}")
     print(f"{len(entries)} seeds in {store.root}")
     return 0

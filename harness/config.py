@@ -32,8 +32,13 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-# Bump when harness/model.py changes what a given config computes (it is in the fingerprint).
+# Bump when harness/model.py changes what a given config *means* (it is in the fingerprint,
+# so committed baselines go stale). Edits that only change the bits are caught without a
+# bump: the store key carries harness_digest(), so they retrain.
 MODEL_VERSION = "gpt-1"
+
+# The harness files whose code decides what training produces (see harness_digest).
+HARNESS_TRAINING_FILES = ("model.py", "train.py", "data.py")
 
 
 class ConfigError(ValueError):
@@ -170,7 +175,8 @@ def fingerprint(cfg: FamilyConfig) -> str:
     only when set (a pinned init seed gives every seed the same initial weights), so specs
     that leave them unset keep the fingerprint they had before the two were counted. Out:
     name, seeds (each seed is stored under its own key), probe set, device, checkpoint and
-    log intervals, tracking and expectations.
+    log intervals, tracking and expectations. The code of the harness and of user import
+    paths is out too (see :func:`store_fingerprint`).
     """
     from harness.data import GENERATOR_VERSION
 
@@ -192,6 +198,33 @@ def fingerprint(cfg: FamilyConfig) -> str:
     }
     blob = json.dumps(_plain(payload), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def store_fingerprint(cfg: FamilyConfig) -> str:
+    """The key the store files a family's trained seeds under:
+    ``{fingerprint}-h{harness8}`` or ``{fingerprint}-h{harness8}-code{code8}``.
+
+    The fingerprint says what the family means; the digests say which code trained it, so
+    an edit to the harness's training code or to user code retrains instead of serving
+    stale weights from the cache, while baselines (keyed by the fingerprint) stay valid.
+    """
+    key = f"{fingerprint(cfg)}-h{harness_digest()}"
+    code = code_digest(cfg)
+    return key if code is None else f"{key}-code{code}"
+
+
+def harness_digest() -> str:
+    """8 hex digits over the harness's own training code (``HARNESS_TRAINING_FILES``).
+
+    Each file counts by its syntax tree (``ast.dump``), so comments, blank lines and
+    formatting do not retrain; docstrings are part of the tree and do. ``ast.dump`` can
+    differ between Python minor versions, so a new Python retrains once.
+    """
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in HARNESS_TRAINING_FILES:
+        h.update(f"{name}\0{_source_digest(here / name)}\0".encode())
+    return h.hexdigest()[:8]
 
 
 def code_digest(cfg: FamilyConfig) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.config import FamilyConfig, code_digest, fingerprint
+from harness.config import FamilyConfig, fingerprint, store_fingerprint
 from harness.model import build_model
 from harness.store import Store
 from harness.train import train_seed
@@ -98,8 +98,7 @@ def obtain_family(cfg: FamilyConfig, *, store: Store | str | Path = DEFAULT_STOR
     set_determinism(dev, threads)
     fp = fingerprint(cfg)
     key = _store_key(dev, threads)
-    code = code_digest(cfg)
-    store_fp = fp if code is None else f"{fp}-code{code}"  # edited user code retrains
+    store_fp = store_fingerprint(cfg)  # fp plus code digests: edited training code retrains
     store.save_family_meta(store_fp, config=cfg.to_dict())
     out = []
     for seed in (seeds if seeds is not None else cfg.seeds):

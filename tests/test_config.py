@@ -240,7 +240,7 @@ def test_fingerprints_of_committed_baselines_are_unchanged():
 
 
 def test_source_digest_ignores_comments_and_formatting(tmp_path):
-    from harness.config import _source_digest
+    from harness.config import _source_digest, harness_digest
 
     path = tmp_path / "m.py"
     path.write_text("def f(x):\n    return x + 1\n")
@@ -251,6 +251,7 @@ def test_source_digest_ignores_comments_and_formatting(tmp_path):
     assert _source_digest(path) != d
     path.write_text('def f(x):\n    """Docstrings are code."""\n    return x + 1\n')
     assert _source_digest(path) != d
+    assert len(harness_digest()) == 8 and harness_digest() == harness_digest()
 
 
 def test_fingerprint_of_a_data_file_follows_content_not_path(tmp_path):

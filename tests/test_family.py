@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.config import code_digest, fingerprint, load_family
+import harness.config
+from harness.config import code_digest, fingerprint, load_family, store_fingerprint
 from harness.family import obtain_family
 from harness.store import Store
 from harness.train import TrainingDiverged, train_seed
@@ -81,7 +82,7 @@ def test_corrupt_weights_are_detected_and_retrained(tmp_path, caplog):
     cfg = load_family(spec(tmp_path))
     store = Store(tmp_path / "store")
     first = weights(obtain_family(cfg, store=store))
-    path = store.seed_dir(fingerprint(cfg), "cpu-t1", "init0-data0") / "weights.pt"
+    path = store.seed_dir(store_fingerprint(cfg), "cpu-t1", "init0-data0") / "weights.pt"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # truncated, as by a full disk
     fam = obtain_family(cfg, store=store)
@@ -189,3 +190,17 @@ def test_edited_file_of_a_user_package_retrains(tmp_path):
     (pkg / "helpers.py").write_text("SCALE = 2\n")
     assert code_digest(cfg) != code
 
+
+def test_edited_harness_training_code_retrains_but_keeps_the_fingerprint(tmp_path, monkeypatch):
+    """An edit to harness/model.py, train.py or data.py changes harness_digest(): the store
+    must retrain, while the fingerprint (what baselines are keyed by) stays."""
+    cfg = load_family(spec(tmp_path))
+    store = Store(tmp_path / "store")
+    fp = fingerprint(cfg)
+    assert obtain_family(cfg, store=store).trained_now == 2
+    assert obtain_family(cfg, store=store).trained_now == 0
+    monkeypatch.setattr(harness.config, "harness_digest", lambda: "0123abcd")
+    assert store_fingerprint(cfg) == f"{fp}-h0123abcd"
+    again = obtain_family(cfg, store=store)
+    assert again.trained_now == 2 and fingerprint(cfg) == fp and again.fingerprint == fp
+    assert obtain_family(cfg, store=store).trained_now == 0
