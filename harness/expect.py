@@ -112,12 +112,16 @@ def greater(analysis: Analysis, higher: str, lower: str, *, layers: Sequence[int
 
 def improvement(comparison: Comparison, *, metric: str, delta: float, alpha: float,
                 baseline: str, candidate: str) -> Check:
-    """candidate − baseline > ``delta`` (mean over layers) and the seed-level test rejects at α."""
+    """candidate − baseline > ``delta`` and the seed-level test rejects at α, for a scalar
+    comparison (e.g. of the mean over layers, as suites/paper does). Per-layer comparisons
+    are refused: one Δ and one p for many layers would need a rule for combining them."""
     __tracebackhide__ = True
-    d = float(np.mean(comparison.delta))
-    p = float(np.min(comparison.p_value)) if np.ndim(comparison.p_value) else float(comparison.p_value)
-    body = table(["metric", "Δ (mean)", "CI lo", "CI hi", "p", "method"],
-                 [[metric, d, float(np.mean(comparison.lo)), float(np.mean(comparison.hi)), p, comparison.method]])
+    if np.ndim(comparison.delta) or np.ndim(comparison.p_value):
+        raise ValueError(f"improvement({metric}): expected a scalar comparison, got delta of shape "
+                         f"{np.shape(comparison.delta)}; compare the mean over layers (or one layer)")
+    d, p = float(comparison.delta), float(comparison.p_value)
+    body = table(["metric", "Δ", "CI lo", "CI hi", "p", "method"],
+                 [[metric, d, float(comparison.lo), float(comparison.hi), p, comparison.method]])
     if not (d > delta and p < alpha):
         _raise(f"expected {candidate} to beat {baseline} on {metric} by > {delta} with p < {alpha}", body, None)
     return Check("improvement", True, f"{candidate} − {baseline} on {metric}: {d:+.3f} (p={p:.3g})")

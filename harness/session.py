@@ -157,10 +157,17 @@ class SessionHooks:
 
     # -------------------------------------------------------------------- MLflow per test
 
-    def _plots_for(self, key: tuple[str, str], analysis: Analysis) -> dict[str, Path]:
+    def _plots_for(self, key: tuple[str, str], analysis: Analysis, family: Family) -> dict[str, Path]:
         if key in self._plots:
             return self._plots[key]
         from harness import plots
+
+        def meta_sne(p: Path) -> Path:
+            from harness.analysis import probe_tokens
+            from harness.capture import capture_family
+
+            cap = capture_family(family.models, probe_tokens(family.config), seeds=[s.seed for s in family.seeds])
+            return plots.plot_meta_sne(cap.patterns, p, seeds=list(analysis.seeds))[0]
 
         if self._plot_dir is None:
             self._plot_dir = Path(tempfile.mkdtemp(prefix="seedstab-plots-"))
@@ -169,7 +176,8 @@ class SessionHooks:
         for name, fn in (("layer_stability", lambda p: plots.plot_layer_stability([analysis], p)),
                          ("resid_vs_heads", lambda p: plots.plot_resid_vs_heads(analysis, p)),
                          ("heatmap", lambda p: plots.plot_head_heatmap(analysis, p)),
-                         ("importance", lambda p: plots.plot_importance(analysis, p))):
+                         ("importance", lambda p: plots.plot_importance(analysis, p)),
+                         ("meta_sne", meta_sne)):
             try:
                 out[name] = fn(d / f"{name}.png")
             except Exception as e:  # noqa: BLE001 - a plot must not fail a verdict
@@ -202,7 +210,7 @@ class SessionHooks:
                 role="baseline" if self.opts.update_baselines else "candidate", verdict=verdict,
                 verdict_report={"test": item.nodeid, "outcome": report.outcome, "verdict": verdict,
                                 "failure": text},
-                plots=self._plots_for(key, analysis))
+                plots=self._plots_for(key, analysis, family))
             if result.logged:
                 url = tracking.run_url(self.uri, result.run_id)
                 lines.append(f"{analysis.family}: MLflow run {result.run_id}" + (f" ({url})" if url else "")

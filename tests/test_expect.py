@@ -70,6 +70,9 @@ def test_improvement_needs_effect_and_significance():
     same = paired_difference(base, base.copy(), generator=rng, alternative="greater")
     with pytest.raises(expect.ExpectationFailed):
         expect.improvement(same, metric="s", delta=-1.0, alpha=0.05, baseline="adam", candidate="adamw")
+    layered = paired_difference(base[..., None].repeat(3, -1), better[..., None].repeat(3, -1), generator=rng)
+    with pytest.raises(ValueError, match="scalar comparison"):
+        expect.improvement(layered, metric="s", delta=0.0, alpha=0.05, baseline="adam", candidate="adamw")
 
 
 def test_unknown_metric_names_what_exists():

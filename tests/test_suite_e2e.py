@@ -92,6 +92,8 @@ def test_suite_logs_to_a_real_mlflow_server(suite_dir, mlflow_server, tmp_path):
     assert sorted(m.step for m in history) == [0, 1]  # per layer, as steps
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"analysis.json", "verdict.json", "plots"} <= arts
+    plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"layer_stability.png", "heatmap.png", "meta_sne.png"} <= plots, plots
     verdict = json.loads(Path(client.download_artifacts(run.info.run_id, "verdict.json", str(tmp_path))).read_text())
     assert verdict["verdict"] == "pass"
     children = client.search_runs([exp.experiment_id],

@@ -43,14 +43,19 @@ def test_depth_spread_grows_with_depth(seedstab, metric):
     expect.increasing(values, [f"{d} layers" for d in DEPTHS], what=metric)
 
 
-def test_unstable_heads_matter_more_in_deep_layers(seedstab):
+@pytest.mark.parametrize("metric", ["importance.spearman", "importance.spearman_cs"])
+def test_unstable_heads_matter_more_in_deep_layers(seedstab, metric):
     """Finding 3: in the deep half, head importance (ΔPPL of ablation) correlates negatively
-    with head stability."""
+    with head stability (raw, and content-specific): the mean over the deep layers of each
+    seed's Spearman r, CI upper end below 0."""
+    from harness.stats import seed_t_per_seed
+
     a = seedstab.analysis(SUITE, "adam_l8")
     L = a.info["n_layers"]
-    r = np.atleast_1d(a["importance.spearman"].value)
-    deep = r[L // 2:]
-    assert np.mean(deep) < 0, expect.per_layer_table(a["importance.spearman"])
+    per_seed = np.asarray(a[metric].per_seed)[:, L // 2:].mean(axis=1)  # [M]
+    est = seed_t_per_seed(per_seed)
+    assert est.hi < 0, (f"{metric}, deep-half mean {est.value:+.3f} [{est.lo:+.3f}, {est.hi:+.3f}]\n"
+                        + expect.per_layer_table(a[metric]))
 
 
 @pytest.mark.parametrize("metric", [RAW, CONTENT])
@@ -73,18 +78,22 @@ def test_adamw_is_more_stable_than_adam(seedstab, depth, metric):
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_residual_stream_more_stable_than_heads(seedstab, depth):
     """Finding 5, both ways: like for like (resid CKA − head-output CKA) and the paper's
-    (resid CKA − head-pattern stability), in the middle and deep layers."""
+    (resid CKA − head-pattern stability), in the middle and deep layers, CI lower ends.
+    Debiased CKA is chance-corrected by construction (≈ 0 for unrelated representations),
+    so ``gap.cka`` is the content-specific form of this claim."""
     a = seedstab.analysis(SUITE, f"adam_l{depth}")
     layers = list(range(depth // 2, depth))
     expect.above(a, "gap.cka", bound=0.0, layers=layers)
-    expect.above(a, "gap.pattern", bound=0.0, layers=layers, use_ci=False)
+    expect.above(a, "gap.pattern", bound=0.0, layers=layers)
 
 
-def test_query_norm_correlates_negatively_with_stability(seedstab):
-    """Finding 6b: larger ‖W_Q‖_F goes with lower layer stability (Pearson across layers)."""
+@pytest.mark.parametrize("metric", ["qnorm.pearson", "qnorm.pearson_cs"])
+def test_query_norm_correlates_negatively_with_stability(seedstab, metric):
+    """Finding 6b: larger ‖W_Q‖_F goes with lower layer stability (Pearson across layers),
+    raw and content-specific."""
     a = seedstab.analysis(SUITE, "adam_l8")
-    m = a["qnorm.pearson"]
-    assert float(m.hi) < 0, f"qnorm.pearson = {float(m.value):.3f} [{float(m.lo):.3f}, {float(m.hi):.3f}]"
+    m = a[metric]
+    assert float(m.hi) < 0, f"{metric} = {float(m.value):.3f} [{float(m.lo):.3f}, {float(m.hi):.3f}]"
 
 
 @pytest.mark.parametrize("metric", ["prompt_length.trend", "prompt_length.content_specific_trend"])
