@@ -440,6 +440,26 @@ def test_gpu_marker_runs_with_cuda(proj: pytest.Pytester, monkeypatch: pytest.Mo
     run(proj, "test_gpu.py", "--device", "cpu").assert_outcomes(passed=1, skipped=1)
 
 
+def test_skipped_gpu_tests_keep_the_run_full(proj: pytest.Pytester) -> None:
+    """What the CI workflows rely on: without CUDA a gpu test *skips*, so the CPU job runs
+    everything (no -m) and still gets the unused-baselines report; -m "not gpu" would turn it
+    off. Naming a directory (the GPU job's `pytest suites/paper`) is a full run too."""
+    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    stray = proj.path / "baselines" / "cpu" / "demo" / "test_removed.json"
+    stray.write_text("{}")
+    proj.mkpydir("gpu_suite")
+    (proj.path / "gpu_suite" / "test_gpu.py").write_text(GPU_MODULE)
+    res = run(proj)
+    res.assert_outcomes(passed=3, skipped=1)
+    res.stdout.fnmatch_lines(["*unused baselines (no test used them*", "  baselines/cpu/demo/test_removed.json"])
+    res = run(proj, "-m", "not gpu")
+    res.assert_outcomes(passed=3)
+    assert "unused baselines: not checked, some tests were deselected" in res.stdout.str()
+    res = run(proj, str(proj.path))  # a directory, as the GPU job names suites/paper
+    res.assert_outcomes(passed=3, skipped=1)
+    assert "  baselines/cpu/demo/test_removed.json" in res.stdout.str()
+
+
 def test_markers_registered(proj: pytest.Pytester) -> None:
     proj.makepyfile(test_gpu=GPU_MODULE)
     res = run(proj, "test_gpu.py", "--strict-markers")
