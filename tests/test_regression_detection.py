@@ -5,6 +5,12 @@ fewer steps). The baseline is one family; candidates are the same config with fr
 (must pass) and deliberately destabilizing changes (must be flagged). The metric checked
 is the content-specific head stability, the one a change cannot game by making attention
 more diffuse. The false-alarm *rate* is measured by benchmarks/bench_false_alarm.py.
+
+These changes edit the spec (steps, lr, init std), so they change the fingerprint: through the
+``stability_baseline`` gate they would be reported STALE, by design. What is tested here is
+the statistical rule itself (``harness.verdict.compare``). The gate's own path for a change
+that keeps the fingerprint (edited user code) is tested end to end in
+tests/test_suite_e2e.py::test_edited_user_optimizer_reaches_the_gate_as_a_regression.
 """
 
 from __future__ import annotations

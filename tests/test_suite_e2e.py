@@ -120,3 +120,65 @@ def test_suite_under_xdist_with_the_sqlite_default(suite_dir):
     # each family's seeds were trained exactly once across both workers and both runs
     trained = list((suite_dir / "store").glob("*/cpu-t1/init*"))
     assert len([p for p in trained if p.is_dir() and ".corrupt" not in p.name]) == 8
+
+
+EDIT_YAML = """
+    suite: edit
+    defaults:
+      seeds: [0, 1, 2, 3]
+      model: {n_layers: 2, n_heads: 2, d_model: 16, attn_only: true}
+      data: {vocab_size: 32, seq_len: 32, synthetic: {span_min: 4, span_max: 8}}
+      train: {optimizer: "my_opt:ScaledAdam", lr: 1.0e-2, steps: 40, batch_size: 8}
+      probe: {n_prompts: 8}
+    families:
+      mine: {}
+"""
+
+EDIT_TESTS = """
+    from pathlib import Path
+    from harness import expect
+
+    SUITE = Path(__file__).with_name("edit.yaml")
+
+    def test_gate(seedstab, stability_baseline):
+        stability_baseline.check(seedstab.analysis(SUITE, "mine"), metrics=["head_stability.all_anchors"],
+                                 tolerance=0.01, alpha=0.05, suite="edit")
+"""
+
+MY_OPT = """
+    import torch
+
+    STEP_SCALE = {scale}
+
+
+    class ScaledAdam(torch.optim.Adam):
+        def step(self, closure=None):
+            for group in self.param_groups:
+                group["lr"] = group.setdefault("base_lr", group["lr"]) * STEP_SCALE
+            return super().step(closure)
+"""
+
+
+def test_edited_user_optimizer_reaches_the_gate_as_a_regression(tmp_path):
+    """The headline workflow through the real gate: the baseline is written with the user's
+    optimizer as it was; an edit to its code (same spec, same fingerprint) retrains the seeds
+    and is compared (not STALE) and, because the edit changes what the heads learn, flagged
+    REGRESSED. The 'before' optimizer is a no-op (scale 0: heads stay at their near-uniform
+    init, raw stability ≈ 1); 'after' trains (raw stability falls well below)."""
+    d = tmp_path / "project"
+    (d / "suites").mkdir(parents=True)
+    (d / "suites" / "edit.yaml").write_text(textwrap.dedent(EDIT_YAML))
+    (d / "suites" / "test_edit.py").write_text(textwrap.dedent(EDIT_TESTS))
+    opt = d / "suites" / "my_opt.py"
+    opt.write_text(textwrap.dedent(MY_OPT.format(scale="0.0")))
+    first = run_pytest(d, "--no-mlflow", "--update-baselines")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (d / "baselines" / "cpu" / "edit" / "test_gate.json").exists()
+    again = run_pytest(d, "--no-mlflow")
+    assert again.returncode == 0, again.stdout + again.stderr  # unchanged code: passes, from the store
+    opt.write_text(textwrap.dedent(MY_OPT.format(scale="1.0")))
+    edited = run_pytest(d, "--no-mlflow")
+    assert edited.returncode == 1, edited.stdout + edited.stderr
+    assert "REGRESSED" in edited.stdout and "STALE" not in edited.stdout, edited.stdout
+    keys = sorted(p.name for p in (d / "store").iterdir() if p.is_dir())
+    assert len(keys) == 2 and all("-code" in k for k in keys), keys  # the edit retrained under a new key
