@@ -452,7 +452,7 @@ def _prompt_length(cap: FamilyCapture, agg: _Aggregator, o: AnalysisOptions) -> 
 
 def compare_families(a: Analysis, b: Analysis, *, metrics: Sequence[str], n_boot: int = 1000,
                      alternative: str = "two-sided", seed: int = 0,
-                     adjust: str = "holm") -> dict[str, stats.Comparison]:
+                     adjust: str = "holm", ci_method: str = "jackknife-t") -> dict[str, stats.Comparison]:
     """b − a for each metric.
 
     Paired when the two families have the same seeds (seed k of each shares init and data
@@ -460,6 +460,8 @@ def compare_families(a: Analysis, b: Analysis, *, metrics: Sequence[str], n_boot
     sign-flip test on the per-seed differences, CIs from the paired bootstrap. Otherwise
     unpaired (seed-label permutation). A per-layer metric's p-values are Holm-adjusted across
     its layers (``adjust="holm"``, the default; ``"none"`` gives the raw per-layer p-values).
+    CIs: ``ci_method`` as in :class:`AnalysisOptions` (t intervals over the same seed-level
+    units the tests use, or the bootstrap).
     """
     if adjust not in ("holm", "none"):
         raise ValueError(f"adjust: expected 'holm' or 'none', got {adjust!r}")
@@ -471,7 +473,7 @@ def compare_families(a: Analysis, b: Analysis, *, metrics: Sequence[str], n_boot
         if np.shape(ma.value) != np.shape(mb.value):
             raise ValueError(f"cannot compare {name} of {a.family} and {b.family} layer by layer: shapes "
                              f"{np.shape(ma.value)} and {np.shape(mb.value)} differ (different layer counts?)")
-        kw = dict(n_boot=n_boot, generator=gen, alternative=alternative)
+        kw = dict(n_boot=n_boot, generator=gen, alternative=alternative, ci_method=ci_method)
         if ma.pairwise is not None and mb.pairwise is not None:
             c = (stats.paired_difference(ma.pairwise, mb.pairwise, **kw) if paired else
                  stats.permutation_difference(ma.pairwise, mb.pairwise, pairwise=True, **kw))

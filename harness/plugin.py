@@ -98,7 +98,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--seedstab-seed", metavar="N", type=_offset, default=None,
                 help="offset added to every family's seeds, to draw fresh seeds")
     g.addoption("--n-boot", metavar="N", type=_positive, default=1000,
-                help="bootstrap resamples behind every confidence interval (default 1000)")
+                help="bootstrap resamples (comparisons; multi-bootstrap CIs) (default 1000)")
+    g.addoption("--ci-method", choices=("jackknife-t", "multi-bootstrap"), default="jackknife-t",
+                help="confidence intervals over seeds: jackknife-t (default) or the percentile Multi-Bootstrap")
     g.addoption("--seedstab-summary", metavar="PATH", default=None,
                 help="write a Markdown table of the verdicts to PATH (e.g. for $GITHUB_STEP_SUMMARY)")
 

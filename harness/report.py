@@ -25,7 +25,7 @@ MIN_SEEDS = 3
 
 
 def analyze_command(families: Sequence[Any], *, out: Path, store: Path, device: str | None = None,
-                    n_boot: int = 1000, progress: bool = True) -> int:
+                    n_boot: int = 1000, ci_method: str = "jackknife-t", progress: bool = True) -> int:
     """Train or load each family (``FamilyConfig``), analyze it, compare every family after
     the first with the first, write ``out/report.json`` and the PNGs, print a table.
 
@@ -49,7 +49,7 @@ def analyze_command(families: Sequence[Any], *, out: Path, store: Path, device: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store_ = Store(store)
-    options = AnalysisOptions(n_boot=n_boot)
+    options = AnalysisOptions(n_boot=n_boot, ci_method=ci_method)
 
     analyses: dict[str, Analysis] = {}
     written: list[Path] = []
@@ -84,7 +84,7 @@ def analyze_command(families: Sequence[Any], *, out: Path, store: Path, device: 
         a, b = analyses[names[0]], analyses[other]
         entry: dict[str, Any] = {"a": names[0], "b": other, "delta": "b - a"}
         try:
-            result = compare_families(a, b, metrics=MAIN_METRICS, n_boot=n_boot)
+            result = compare_families(a, b, metrics=MAIN_METRICS, n_boot=n_boot, ci_method=ci_method)
         except ValueError as e:  # different layer counts, or too few seeds for a test
             entry.update(status="skipped", reason=str(e))
         else:
@@ -174,7 +174,7 @@ def format_table(analysis: Analysis) -> str:
     L = a.info.get("n_layers") or (len(raw.value) if raw is not None else 0)
     ci = raw.ci if raw is not None else 0.95
     head = (f"{a.family}  fingerprint {a.fingerprint}  {a.device_class}  seeds {list(a.seeds)}  "
-            f"({ci:.0%} seed-bootstrap CI, n_boot {a.info.get('n_boot', '?')})")
+            f"({ci:.0%} CI over seeds, {a.info.get('ci_method', 'multi-bootstrap')})")
     cols = [("layer", 5), ("head stability [CI]", 24), ("null", 6), ("content-specific [CI]", 25),
             ("resid CKA", 9), ("head CKA", 8), ("gap", 7)]
     lines = [head, "  ".join(f"{c:>{w}}" for c, w in cols)]

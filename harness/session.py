@@ -39,6 +39,7 @@ class StabilitySession:
     store: Path = DEFAULT_STORE
     device: str | None = None
     n_boot: int = 1000
+    ci_method: str = "jackknife-t"
     seed_offset: int | None = None
     progress: bool = True
     _suites: dict[str, Suite] = field(default_factory=dict)
@@ -74,14 +75,15 @@ class StabilitySession:
     def analysis(self, path: str | Path, name: str) -> Analysis:
         key = self.key(path, name)
         if key not in self._analyses:
-            self._analyses[key] = analyze_family(self.family(path, name), options=AnalysisOptions(n_boot=self.n_boot))
+            self._analyses[key] = analyze_family(self.family(path, name), options=AnalysisOptions(
+                n_boot=self.n_boot, ci_method=self.ci_method))
         return self._analyses[key]
 
     def compare(self, path: str | Path, baseline: str, candidate: str, *, metrics: list[str],
                 alternative: str = "greater") -> dict[str, Any]:
         """candidate − baseline per metric (paired when the seeds match)."""
         return compare_families(self.analysis(path, baseline), self.analysis(path, candidate), metrics=metrics,
-                                n_boot=self.n_boot, alternative=alternative)
+                                n_boot=self.n_boot, alternative=alternative, ci_method=self.ci_method)
 
 
 class TestView:
@@ -128,6 +130,7 @@ class SessionHooks:
         self.session = StabilitySession(
             store=opts.store or Path(os.environ.get("SEEDSTAB_STORE") or DEFAULT_STORE).resolve(),
             device=None if opts.device == "auto" else opts.device, n_boot=config.getoption("n_boot"),
+            ci_method=config.getoption("ci_method"),
             seed_offset=opts.seed_offset, progress=not hasattr(config, "workerinput"))
         self.uri: str | None = None
         self.tracking_note = ""

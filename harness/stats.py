@@ -56,6 +56,7 @@ __all__ = [
 Alternative = Literal["greater", "less", "two-sided"]
 ALTERNATIVES: tuple[str, ...] = ("greater", "less", "two-sided")
 EXACT_LIMIT = 4096  # enumerate sign flips / label permutations exactly up to this many
+CI_METHODS: tuple[str, ...] = ("jackknife-t", "multi-bootstrap")
 _MAX_REDRAWS = 1000
 
 
@@ -173,6 +174,11 @@ def _check_common(*, n_boot: int, ci: float, generator: Any) -> None:
             "generator: expected a numpy.random.Generator, e.g. np.random.default_rng(0) "
             f"(randomness is passed explicitly), got {type(generator).__name__}"
         )
+
+
+def _check_ci_method(ci_method: str) -> None:
+    if ci_method not in CI_METHODS:
+        raise ValueError(f"ci_method: expected one of {CI_METHODS}, got {ci_method!r}")
 
 
 def _check_alternative(alternative: str) -> None:
@@ -401,6 +407,20 @@ def _t_interval(units: np.ndarray, value: np.ndarray, ci: float) -> tuple[np.nda
     return value - half, value + half
 
 
+def _welch_interval(va: np.ndarray, vb: np.ndarray, delta: np.ndarray,
+                    ci: float) -> tuple[np.ndarray, np.ndarray]:
+    """Welch's t interval for mean(vb) - mean(va), seed-level values [Ma, ...] / [Mb, ...]."""
+    from scipy.stats import t as student_t
+
+    ma, mb = va.shape[0], vb.shape[0]
+    sa, sb = va.var(axis=0, ddof=1) / ma, vb.var(axis=0, ddof=1) / mb
+    se2 = sa + sb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(se2 > 0, se2 ** 2 / (sa ** 2 / (ma - 1) + sb ** 2 / (mb - 1)), 1.0)
+    half = np.where(se2 > 0, student_t.ppf(0.5 + ci / 2.0, np.maximum(df, 1.0)) * np.sqrt(se2), 0.0)
+    return delta - half, delta + half
+
+
 def seed_jackknife_t(pairwise: Any, *, ci: float = 0.95) -> Estimate:
     """Family mean over distinct seed pairs with a jackknife-t CI (the default in analyses).
 
@@ -499,11 +519,13 @@ def paired_difference(
     alternative: Alternative = "two-sided",
     n_perm: int = 10000,
     max_statistic: bool = False,
+    ci_method: str = "jackknife-t",
 ) -> Comparison:
     """Paired comparison of two families on the same seeds (seed k of a pairs with seed k of b).
 
     pairwise_a, pairwise_b: [M, M, ...]. delta = family_mean(b) - family_mean(a) [...].
-    CI: Multi-Bootstrap of the paired difference b - a (the same seed resample in both).
+    CI (``ci_method``): jackknife-t over the pseudo-values d_k below (default), or the
+    Multi-Bootstrap of the paired difference b - a (the same seed resample in both).
     p-value: sign-flip test on per-seed contributions d_k = jackknife pseudo-values of the
     family mean of b - a (``seed_pseudovalues``; mean_k d_k = delta), statistic
     mean_k s_k d_k; all 2^M flips when 2^M <= 4096, else ``n_perm`` random ones. Row means
@@ -523,6 +545,7 @@ def paired_difference(
         )
     _check_common(n_boot=n_boot, ci=ci, generator=generator)
     _check_alternative(alternative)
+    _check_ci_method(ci_method)
     if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
         raise ValueError(f"n_perm: expected a positive int, got {n_perm!r}")
     m = a.shape[0]
@@ -531,12 +554,16 @@ def paired_difference(
     d = _pseudovalues(diff)  # (M, ...) per-seed contributions
     delta = diff.sum(axis=(0, 1)) / (m * (m - 1))  # (...) == family_mean(b) - family_mean(a)
 
-    counts = _seed_counts(m, n_boot, generator, min_distinct=2)
-    boot = _boot_pairwise(diff, counts, None, None)  # (B, ...)
-    lo, hi = _percentile_ci(boot, ci)
+    if ci_method == "jackknife-t":
+        lo, hi = _t_interval(d, delta, ci)
+        n_boot = 0
+    else:
+        counts = _seed_counts(m, n_boot, generator, min_distinct=2)
+        boot = _boot_pairwise(diff, counts, None, None)  # (B, ...)
+        lo, hi = _percentile_ci(boot, ci)
     return _sign_flip(d, delta, lo, hi, n_perm=n_perm, generator=generator, alternative=alternative,
                       max_statistic=max_statistic, n_boot=n_boot, ci=ci,
-                      method="paired multi-bootstrap CI; sign-flip test on seed pseudo-values")
+                      method=f"paired {ci_method} CI; sign-flip test on seed pseudo-values")
 
 
 def paired_difference_per_seed(
@@ -549,10 +576,12 @@ def paired_difference_per_seed(
     alternative: Alternative = "two-sided",
     n_perm: int = 10000,
     max_statistic: bool = False,
+    ci_method: str = "jackknife-t",
 ) -> Comparison:
     """Paired comparison of per-seed values [M, ...] (seed k of a pairs with seed k of b).
 
-    delta = mean_k (b_k - a_k); CI: seed bootstrap of that mean; p-value: sign-flip test on
+    delta = mean_k (b_k - a_k); CI: t over the d_k (``ci_method="jackknife-t"``, the default)
+    or a seed bootstrap of that mean (``"multi-bootstrap"``); p-value: sign-flip test on
     d_k = b_k - a_k (exact over all 2^M flips when 2^M <= 4096), as in
     :func:`paired_difference` but with the per-seed differences themselves as the units.
     """
@@ -567,15 +596,21 @@ def paired_difference_per_seed(
     _check_alternative(alternative)
     if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
         raise ValueError(f"n_perm: expected a positive int, got {n_perm!r}")
+    _check_ci_method(ci_method)
     d = b - a  # (M, ...)
     m = d.shape[0]
     delta = d.mean(axis=0)  # (...)
-    counts = _seed_counts(m, n_boot, generator, min_distinct=1)
-    boot = _boot_per_seed(d, counts, None, None)  # (B, ...)
-    lo, hi = _percentile_ci(boot, ci)
+    if ci_method == "jackknife-t":
+        lo, hi = _t_interval(d, delta, ci)
+        n_boot, ci_name = 0, "t"
+    else:
+        counts = _seed_counts(m, n_boot, generator, min_distinct=1)
+        boot = _boot_per_seed(d, counts, None, None)  # (B, ...)
+        lo, hi = _percentile_ci(boot, ci)
+        ci_name = "seed-bootstrap"
     return _sign_flip(d, delta, lo, hi, n_perm=n_perm, generator=generator, alternative=alternative,
                       max_statistic=max_statistic, n_boot=n_boot, ci=ci,
-                      method="paired seed-bootstrap CI; sign-flip test on per-seed differences")
+                      method=f"paired {ci_name} CI; sign-flip test on per-seed differences")
 
 
 def _sign_flip(d: np.ndarray, delta: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, n_perm: int,
@@ -624,6 +659,7 @@ def permutation_difference(
     alternative: Alternative = "two-sided",
     n_perm: int = 10000,
     max_statistic: bool = False,
+    ci_method: str = "jackknife-t",
 ) -> Comparison:
     """Unpaired comparison of two families with different seeds.
 
@@ -634,8 +670,10 @@ def permutation_difference(
     rejected 34% of the time at alpha 0.05) and Multi-Bootstrapped for the CI.
     delta = mean(b) - mean(a) (= family_mean(b) - family_mean(a) for pairwise input).
     p-value: seed-label permutation test of the difference in means; every split when
-    C(Ma+Mb, Mb) <= 4096, else ``n_perm`` random ones. CI: percentile bootstrap resampling
-    seeds within each family independently. ``max_statistic``: max-T adjusted p-values over
+    C(Ma+Mb, Mb) <= 4096, else ``n_perm`` random ones. CI (``ci_method``): Welch's t interval
+    over the seed-level values (pseudo-values for pairwise input; default), or a percentile
+    bootstrap resampling seeds within each family independently (``"multi-bootstrap"``).
+    ``max_statistic``: max-T adjusted p-values over
     the elements of a vector-valued delta, each standardised by the pooled spread.
     """
     if pairwise:
@@ -655,12 +693,16 @@ def permutation_difference(
         )
     _check_common(n_boot=n_boot, ci=ci, generator=generator)
     _check_alternative(alternative)
+    _check_ci_method(ci_method)
     if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
         raise ValueError(f"n_perm: expected a positive int, got {n_perm!r}")
     ma, mb = va.shape[0], vb.shape[0]
     delta = vb.mean(axis=0) - va.mean(axis=0)  # (...)
 
-    if pairwise:
+    if ci_method == "jackknife-t":
+        lo, hi = _welch_interval(va, vb, delta, ci)
+        n_boot = 0
+    elif pairwise:
         ca = _seed_counts(ma, n_boot, generator, min_distinct=2)
         cb = _seed_counts(mb, n_boot, generator, min_distinct=2)
         boot = _boot_pairwise(xb, cb, None, None) - _boot_pairwise(xa, ca, None, None)
@@ -668,7 +710,8 @@ def permutation_difference(
         ca = _seed_counts(ma, n_boot, generator, min_distinct=1)
         cb = _seed_counts(mb, n_boot, generator, min_distinct=1)
         boot = _boot_per_seed(vb, cb, None, None) - _boot_per_seed(va, ca, None, None)
-    lo, hi = _percentile_ci(boot, ci)
+    if ci_method != "jackknife-t":
+        lo, hi = _percentile_ci(boot, ci)
 
     pooled = np.concatenate([va, vb], axis=0)  # (Ma+Mb, ...)
     flat = pooled.reshape(ma + mb, -1)  # (n, R)
@@ -678,7 +721,8 @@ def permutation_difference(
     scale = pooled.std(axis=0)  # (...) invariant under relabelling
     p = _p_values(null, delta, alternative=alternative, max_statistic=max_statistic,
                   scale=scale, exact=exact)
-    method = "seed bootstrap CI" + (" (multi-bootstrap)" if pairwise else "") + \
+    method = ("Welch t CI" if ci_method == "jackknife-t" else
+              "seed bootstrap CI" + (" (multi-bootstrap)" if pairwise else "")) + \
         "; seed-label permutation test" + (" on seed pseudo-values" if pairwise else "")
     if max_statistic and delta.ndim > 0:
         method += " (max-T adjusted)"

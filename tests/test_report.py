@@ -161,6 +161,16 @@ def test_analyze_writes_report_and_plots(trained, tmp_path, capsys):
         assert is_png(out / f"{png}.png"), png
     text = capsys.readouterr().out
     assert "head stability [CI]" in text and str(out / "report.json") in text
+    assert fam["info"]["ci_method"] == "jackknife-t" and "jackknife-t" in text
+
+
+def test_ci_method_multi_bootstrap_is_passed_through(trained, tmp_path):
+    out = tmp_path / "out"
+    rc = main(["analyze", str(trained["spec"]), "--out", str(out), "--store", str(trained["store"]),
+               "--n-boot", "50", "--ci-method", "multi-bootstrap", "--no-progress"])
+    assert rc == 0
+    fam = json.loads((out / "report.json").read_text())["families"]["tiny"]
+    assert fam["info"]["ci_method"] == "multi-bootstrap"
 
 
 def test_different_layer_counts_record_a_skipped_comparison(trained, tmp_path, capsys):

@@ -369,11 +369,20 @@ def test_permutation_pairwise_input() -> None:
     a, b = simulated_family(rng, 6), simulated_family(rng, 7, mu=0.8)
     c = permutation_difference(a, b, pairwise=True, n_boot=300, generator=rng)
     assert c.delta == pytest.approx(float(family_mean(b) - family_mean(a)), abs=1e-14)
-    assert c.lo < c.delta < c.hi and c.n_seeds == (6, 7) and "multi-bootstrap" in c.method
+    assert c.lo < c.delta < c.hi and c.n_seeds == (6, 7) and "Welch t CI" in c.method
+    boot = permutation_difference(a, b, pairwise=True, n_boot=300, generator=rng, ci_method="multi-bootstrap")
+    assert boot.lo < boot.delta < boot.hi and "multi-bootstrap" in boot.method
     c2 = permutation_difference(seed_pseudovalues(a), seed_pseudovalues(b), n_boot=10,
                                 generator=np.random.default_rng(1))
     assert c2.delta == pytest.approx(c.delta, abs=1e-14)
     assert c2.p_value == pytest.approx(c.p_value)  # exact: C(13, 7) = 1716 splits
+    # the CI is Welch's interval over the pseudo-values (scipy as the reference)
+    from scipy.stats import ttest_ind
+
+    ref = ttest_ind(seed_pseudovalues(b), seed_pseudovalues(a), equal_var=False).confidence_interval(0.95)
+    assert (c.lo, c.hi) == (pytest.approx(ref.low, abs=1e-12), pytest.approx(ref.high, abs=1e-12))
+    with pytest.raises(ValueError, match="ci_method"):
+        permutation_difference(a, b, pairwise=True, generator=rng, ci_method="bca")
 
 
 def test_pairwise_tests_are_calibrated_where_row_means_are_not() -> None:
@@ -450,3 +459,23 @@ def test_error_paths() -> None:
     with pytest.raises(ValueError, match="at least 3 seeds"):
         permutation_difference(two, x, pairwise=True, generator=g)
     assert seed_bootstrap(two, n_boot=20, generator=g).lo == 1.0  # M = 2 CI is degenerate
+
+
+def test_paired_ci_is_a_t_interval_over_the_test_units() -> None:
+    """The default paired CI is the one-sample t interval of the same units the sign-flip test
+    uses (pseudo-values of b - a; per-seed differences), scipy as the reference."""
+    from scipy.stats import ttest_1samp
+
+    rng = np.random.default_rng(21)
+    a = simulated_family(rng, 7)
+    b = a + simulated_family(rng, 7, mu=0.03, seed_sd=0.02)
+    c = paired_difference(a, b, generator=rng)
+    ref = ttest_1samp(seed_pseudovalues(b - np.nan_to_num(a)), 0.0).confidence_interval(0.95)
+    assert (c.lo, c.hi) == (pytest.approx(ref.low, abs=1e-12), pytest.approx(ref.high, abs=1e-12))
+    assert c.n_boot == 0 and "jackknife-t" in c.method
+    va, vb = rng.normal(size=8), rng.normal(0.5, 1.0, size=8)
+    c2 = paired_difference_per_seed(va, vb, generator=rng)
+    ref2 = ttest_1samp(vb - va, 0.0).confidence_interval(0.95)
+    assert (c2.lo, c2.hi) == (pytest.approx(ref2.low, abs=1e-12), pytest.approx(ref2.high, abs=1e-12))
+    boot = paired_difference(a, b, generator=rng, n_boot=200, ci_method="multi-bootstrap")
+    assert boot.n_boot == 200 and "multi-bootstrap" in boot.method
