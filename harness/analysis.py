@@ -169,12 +169,17 @@ class _Aggregator:
                                      hi=np.asarray(est.hi), higher_is_better=higher, description=desc,
                                      pairwise=np.asarray(pw, dtype=float), n_seeds=pw.shape[0], ci=self.o.ci)
 
-    def per_seed(self, name: str, v: np.ndarray, *, higher: bool, desc: str) -> None:
-        """A mean over seeds, ``v`` [M, *shape]."""
+    def per_seed(self, name: str, v: np.ndarray, *, higher: bool, desc: str,
+                 bounds: tuple[float, float] | None = None) -> None:
+        """A mean over seeds, ``v`` [M, *shape]. ``bounds``: the statistic's range (e.g. -1, 1
+        for a correlation); a t interval is clipped to it (clipping never loses coverage)."""
         est = (stats.seed_t_per_seed(v, ci=self.o.ci) if self._jackknife else
                stats.seed_bootstrap_per_seed(v, n_boot=self.o.n_boot, ci=self.o.ci, generator=self.gen))
-        self.out[name] = Measurement(name=name, value=np.asarray(est.value), lo=np.asarray(est.lo),
-                                     hi=np.asarray(est.hi), higher_is_better=higher, description=desc,
+        lo, hi = np.asarray(est.lo), np.asarray(est.hi)
+        if bounds is not None:
+            lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
+        self.out[name] = Measurement(name=name, value=np.asarray(est.value), lo=lo,
+                                     hi=hi, higher_is_better=higher, description=desc,
                                      per_seed=np.asarray(v, dtype=float), n_seeds=v.shape[0], ci=self.o.ci)
 
     def derived(self, name: str, pw: np.ndarray, fn: Callable[[np.ndarray], float], *, higher: bool,
@@ -397,9 +402,9 @@ def _importance(family: Family, tokens: torch.Tensor, stab: dict[str, Any], agg:
         r_p, r_s = heads.pearson_spearman(dppl, _per_seed_stability(pw))  # [M, L] each
         r_p = _defined(r_p, f"importance.pearson{suffix}", agg)
         r_s = _defined(r_s, f"importance.spearman{suffix}", agg)
-        agg.per_seed(f"importance.pearson{suffix}", r_p, higher=False,
+        agg.per_seed(f"importance.pearson{suffix}", r_p, higher=False, bounds=(-1.0, 1.0),
                      desc=f"Pearson r(ΔPPL, {what}) across a layer's heads (negative: unstable heads matter more)")
-        agg.per_seed(f"importance.spearman{suffix}", r_s, higher=False,
+        agg.per_seed(f"importance.spearman{suffix}", r_s, higher=False, bounds=(-1.0, 1.0),
                      desc=f"Spearman r(ΔPPL, {what}) across a layer's heads")
         if r_s.shape[1] >= 2:
             agg.per_seed(f"importance.spearman{suffix}.trend", _per_seed_trend(r_s), higher=False,
@@ -418,7 +423,8 @@ def _qnorm(family: Family, stab: dict[str, Any], agg: _Aggregator) -> None:
                              ("_cs", stab["cs_pw"], "content-specific layer stability")):
         r_p, _ = heads.pearson_spearman(qn, _per_seed_stability(pw))  # [M]
         agg.per_seed(f"qnorm.pearson{suffix}", _defined(np.asarray(r_p, dtype=float), f"qnorm.pearson{suffix}", agg),
-                     higher=False, desc=f"Pearson r(query-weight norm, {what}) across layers")
+                     higher=False, bounds=(-1.0, 1.0),
+                     desc=f"Pearson r(query-weight norm, {what}) across layers")
 
 
 def _prompt_length(cap: FamilyCapture, agg: _Aggregator, o: AnalysisOptions) -> list[int]:

@@ -95,3 +95,13 @@ def test_comparisons_pick_paired_or_unpaired_and_refuse_other_depths(cfg, store,
 def test_two_seeds_are_too_few(cfg, store):
     with pytest.raises(ValueError, match="at least 3 seeds"):
         analyze_family(obtain_family(cfg.replace(seeds=[0, 1]), store=store), options=OPTIONS)
+
+
+def test_correlation_cis_stay_within_minus_one_and_one(trained):
+    names = [n for n in trained.measurements
+             if n.startswith(("importance.pearson", "importance.spearman", "qnorm.pearson")) and not n.endswith("trend")]
+    assert "importance.spearman_cs" in names
+    for n in names:
+        m = trained[n]
+        assert np.all(m.lo >= -1.0) and np.all(m.hi <= 1.0), (n, m.lo, m.hi)
+        assert np.all(m.lo <= m.value + 1e-12) and np.all(m.value <= m.hi + 1e-12), n
