@@ -150,8 +150,8 @@ def analyze_family(family: Family, *, options: AnalysisOptions = AnalysisOptions
 
 class _Aggregator:
     def __init__(self, options: AnalysisOptions) -> None:
-        if options.ci_method not in ("jackknife-t", "multi-bootstrap"):
-            raise ValueError(f"ci_method: expected 'jackknife-t' or 'multi-bootstrap', got {options.ci_method!r}")
+        if options.ci_method not in stats.CI_METHODS:
+            raise ValueError(f"ci_method: expected one of {stats.CI_METHODS}, got {options.ci_method!r}")
         self.o = options
         self.gen = np.random.default_rng(options.seed)
         self.out: dict[str, Measurement] = {}
@@ -187,23 +187,21 @@ class _Aggregator:
         """A function of the per-layer family means (a spread, a depth trend): jackknife-t
         when ``fn`` is smooth and that is the CI method, else bootstrapped over seeds with
         the Multi-Bootstrap rule (pairs of distinct original seeds only)."""
+        M = pw.shape[0]
         if smooth and self._jackknife:
             est = stats.jackknife_t_function(pw, fn, ci=self.o.ci)
-            self.out[name] = Measurement(name=name, value=np.asarray(est.value), lo=np.asarray(est.lo),
-                                         hi=np.asarray(est.hi), higher_is_better=higher, description=desc,
-                                         n_seeds=pw.shape[0], ci=self.o.ci)
-            return
-        value = float(fn(stats.family_mean(pw)))
-        M = pw.shape[0]
-        boots = []
-        for _ in range(self.o.n_boot):
-            idx = self.gen.integers(M, size=M)
-            distinct = idx[:, None] != idx[None, :]
-            if not distinct.any():
-                continue
-            sub = pw[idx][:, idx]  # (M, M, *shape)
-            boots.append(fn(sub[distinct].mean(axis=0)))
-        lo, hi = np.quantile(boots, [(1 - self.o.ci) / 2, (1 + self.o.ci) / 2]) if boots else (np.nan, np.nan)
+            value, lo, hi = est.value, est.lo, est.hi
+        else:
+            value = float(fn(stats.family_mean(pw)))
+            boots = []
+            for _ in range(self.o.n_boot):
+                idx = self.gen.integers(M, size=M)
+                distinct = idx[:, None] != idx[None, :]
+                if not distinct.any():
+                    continue
+                sub = pw[idx][:, idx]  # (M, M, *shape)
+                boots.append(fn(sub[distinct].mean(axis=0)))
+            lo, hi = np.quantile(boots, [(1 - self.o.ci) / 2, (1 + self.o.ci) / 2]) if boots else (np.nan, np.nan)
         self.out[name] = Measurement(name=name, value=np.asarray(value), lo=np.asarray(lo), hi=np.asarray(hi),
                                      higher_is_better=higher, description=desc, n_seeds=M, ci=self.o.ci)
 

@@ -32,6 +32,8 @@ def _store_dir(args: argparse.Namespace) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from harness.stats import CI_METHODS
+
     parser = argparse.ArgumentParser(
         prog="seedstab",
         description="Regression tests for the seed stability of transformer internals. "
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(a)
     a.add_argument("--n-boot", type=int, default=1000,
                    help="bootstrap resamples (comparisons; multi-bootstrap CIs) (default 1000)")
-    a.add_argument("--ci-method", choices=("jackknife-t", "multi-bootstrap"), default="jackknife-t",
+    a.add_argument("--ci-method", choices=CI_METHODS, default="jackknife-t",
                    help="confidence intervals: jackknife-t over seeds (default; nominal coverage at 4-10 "
                         "seeds) or the percentile Multi-Bootstrap (undercovers small families)")
     a.add_argument("--no-progress", action="store_true")

@@ -45,6 +45,7 @@ from harness.baselines import (OBTAINED_SUFFIX, BaselineError, baseline_path, he
                                make_header, obtained_path, read_baseline, stale_reasons,
                                write_baseline)
 from harness.results import Analysis, Measurement
+from harness.stats import CI_METHODS
 from harness.verdict import Row, Verdict, check_parameters, compare, format_report, power_note
 
 __all__ = ["SeedstabOptions", "StabilityBaseline"]
@@ -99,7 +100,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="offset added to every family's seeds, to draw fresh seeds")
     g.addoption("--n-boot", metavar="N", type=_positive, default=1000,
                 help="bootstrap resamples (comparisons; multi-bootstrap CIs) (default 1000)")
-    g.addoption("--ci-method", choices=("jackknife-t", "multi-bootstrap"), default="jackknife-t",
+    g.addoption("--ci-method", choices=CI_METHODS, default="jackknife-t",
                 help="confidence intervals over seeds: jackknife-t (default) or the percentile Multi-Bootstrap")
     g.addoption("--seedstab-summary", metavar="PATH", default=None,
                 help="write a Markdown table of the verdicts to PATH (e.g. for $GITHUB_STEP_SUMMARY)")

@@ -163,12 +163,16 @@ def _per_seed(x: Any, *, name: str, min_seeds: int = 2) -> np.ndarray:
     return a
 
 
-def _check_common(*, n_boot: int, ci: float, generator: Any) -> None:
-    if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 1:
-        raise ValueError(f"n_boot: expected a positive int, got {n_boot!r}")
+def _check_ci(ci: float) -> None:
     if not (isinstance(ci, (float, int)) and 0.0 < ci < 1.0):
         raise ValueError(f"ci: expected a coverage level strictly between 0 and 1 (e.g. 0.95), "
                          f"got {ci!r}")
+
+
+def _check_common(*, n_boot: int, ci: float, generator: Any) -> None:
+    if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 1:
+        raise ValueError(f"n_boot: expected a positive int, got {n_boot!r}")
+    _check_ci(ci)
     if not isinstance(generator, np.random.Generator):
         raise TypeError(
             "generator: expected a numpy.random.Generator, e.g. np.random.default_rng(0) "
@@ -179,6 +183,16 @@ def _check_common(*, n_boot: int, ci: float, generator: Any) -> None:
 def _check_ci_method(ci_method: str) -> None:
     if ci_method not in CI_METHODS:
         raise ValueError(f"ci_method: expected one of {CI_METHODS}, got {ci_method!r}")
+
+
+def _check_test(*, n_boot: int, ci: float, generator: Any, alternative: str, ci_method: str,
+                n_perm: int) -> None:
+    """The arguments every two-family comparison takes."""
+    _check_common(n_boot=n_boot, ci=ci, generator=generator)
+    _check_alternative(alternative)
+    _check_ci_method(ci_method)
+    if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
+        raise ValueError(f"n_perm: expected a positive int, got {n_perm!r}")
 
 
 def _check_alternative(alternative: str) -> None:
@@ -430,7 +444,7 @@ def seed_jackknife_t(pairwise: Any, *, ci: float = 0.95) -> Estimate:
     M = 4, 6 and 10 seeds, where the percentile Multi-Bootstrap gives 0.76, 0.85 and 0.88-0.92.
     """
     x = _pairwise(pairwise, name="pairwise")
-    _check_common(n_boot=1, ci=ci, generator=np.random.default_rng(0))
+    _check_ci(ci)
     _min_seeds_for_test(x.shape[0], name="pairwise")
     ps = _pseudovalues(x)  # (M, ...)
     value = ps.mean(axis=0)  # == family_mean(x)
@@ -442,7 +456,7 @@ def seed_jackknife_t(pairwise: Any, *, ci: float = 0.95) -> Estimate:
 def seed_t_per_seed(values: Any, *, ci: float = 0.95) -> Estimate:
     """Mean of per-seed values [M, ...] with a Student-t CI over the seeds (M >= 2)."""
     v = _per_seed(values, name="values")
-    _check_common(n_boot=1, ci=ci, generator=np.random.default_rng(0))
+    _check_ci(ci)
     value = v.mean(axis=0)
     lo, hi = _t_interval(v, value, ci)
     return Estimate(value=_scalar_or_array(value), lo=_scalar_or_array(lo), hi=_scalar_or_array(hi),
@@ -460,10 +474,9 @@ def jackknife_t_function(pairwise: Any, fn: Any, *, ci: float = 0.95) -> Estimat
     x = _pairwise(pairwise, name="pairwise")
     m = x.shape[0]
     _min_seeds_for_test(m, name="pairwise")
-    xz = x  # (M, M, ...), diagonal zeroed by _pairwise
-    total = xz.sum(axis=(0, 1))
+    total = x.sum(axis=(0, 1))  # the diagonal is zeroed by _pairwise
     full = np.asarray(fn(total / (m * (m - 1))), dtype=np.float64)
-    minus = np.stack([np.asarray(fn((total - xz[k].sum(axis=0) - xz[:, k].sum(axis=0))
+    minus = np.stack([np.asarray(fn((total - x[k].sum(axis=0) - x[:, k].sum(axis=0))
                                     / ((m - 1) * (m - 2))), dtype=np.float64) for k in range(m)])
     ps = m * full - (m - 1) * minus  # (M, ...)
     lo, hi = _t_interval(ps, full, ci)
@@ -543,11 +556,8 @@ def paired_difference(
             f"pairwise_b: shape {b.shape} differs from pairwise_a {a.shape}; a paired "
             "comparison needs the same seeds (and layers) in both families"
         )
-    _check_common(n_boot=n_boot, ci=ci, generator=generator)
-    _check_alternative(alternative)
-    _check_ci_method(ci_method)
-    if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
-        raise ValueError(f"n_perm: expected a positive int, got {n_perm!r}")
+    _check_test(n_boot=n_boot, ci=ci, generator=generator, alternative=alternative, ci_method=ci_method,
+                n_perm=n_perm)
     m = a.shape[0]
     _min_seeds_for_test(m, name="pairwise_a")
     diff = b - a  # (M, M, ...), zero diagonal
@@ -592,11 +602,8 @@ def paired_difference_per_seed(
             f"values_b: shape {b.shape} differs from values_a {a.shape}; a paired "
             "comparison needs the same seeds (and layers) in both families"
         )
-    _check_common(n_boot=n_boot, ci=ci, generator=generator)
-    _check_alternative(alternative)
-    if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
-        raise ValueError(f"n_perm: expected a positive int, got {n_perm!r}")
-    _check_ci_method(ci_method)
+    _check_test(n_boot=n_boot, ci=ci, generator=generator, alternative=alternative, ci_method=ci_method,
+                n_perm=n_perm)
     d = b - a  # (M, ...)
     m = d.shape[0]
     delta = d.mean(axis=0)  # (...)
@@ -691,11 +698,8 @@ def permutation_difference(
             f"values_b: per-seed shape {vb.shape[1:]} differs from values_a {va.shape[1:]}; "
             "both families must report the same layers/heads"
         )
-    _check_common(n_boot=n_boot, ci=ci, generator=generator)
-    _check_alternative(alternative)
-    _check_ci_method(ci_method)
-    if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
-        raise ValueError(f"n_perm: expected a positive int, got {n_perm!r}")
+    _check_test(n_boot=n_boot, ci=ci, generator=generator, alternative=alternative, ci_method=ci_method,
+                n_perm=n_perm)
     ma, mb = va.shape[0], vb.shape[0]
     delta = vb.mean(axis=0) - va.mean(axis=0)  # (...)
 
