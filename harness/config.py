@@ -324,9 +324,10 @@ class Suite:
     families: Mapping[str, FamilyConfig]
     expectations: Mapping[str, Any]
     regression: Mapping[str, Any]
+    checks: Mapping[str, Any] = field(default_factory=dict)  # raw; validated by harness.checks
 
 
-SUITE_KEYS = {"suite", "defaults", "families", "expectations", "regression", "description"}
+SUITE_KEYS = {"suite", "defaults", "families", "expectations", "regression", "checks", "description"}
 FAMILY_KEYS = {"name", "seeds", "model", "data", "train", "probe", "extends", "description"}
 
 
@@ -393,7 +394,8 @@ def load_suite(path: str | Path) -> Suite:
                                           base_dir=path.parent)
     return Suite(name=suite_name, source=str(path), families=families,
                  expectations=_mapping_or_empty(raw, "expectations", path),
-                 regression=_mapping_or_empty(raw, "regression", path))
+                 regression=_mapping_or_empty(raw, "regression", path),
+                 checks=_mapping_or_empty(raw, "checks", path))
 
 
 def load_family(path: str | Path, name: str | None = None) -> FamilyConfig:
