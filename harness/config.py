@@ -17,15 +17,12 @@ Every bad input raises one :class:`ConfigError` naming the file and the dotted k
 
 from __future__ import annotations
 
-import ast
 import copy
 import dataclasses
 import hashlib
 import importlib
 import inspect
 import json
-import sys
-import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -34,11 +31,8 @@ import yaml
 
 # Bump when harness/model.py changes what a given config *means* (it is in the fingerprint,
 # so committed baselines go stale). Edits that only change the bits are caught without a
-# bump: the store key carries harness_digest(), so they retrain.
+# bump: the store key carries harness.provenance.harness_digest(), so they retrain.
 MODEL_VERSION = "gpt-1"
-
-# The harness files whose code decides what training produces (see harness_digest).
-HARNESS_TRAINING_FILES = ("model.py", "train.py", "data.py")
 
 
 class ConfigError(ValueError):
@@ -175,14 +169,15 @@ def fingerprint(cfg: FamilyConfig) -> str:
     only when set (a pinned init seed gives every seed the same initial weights), so specs
     that leave them unset keep the fingerprint they had before the two were counted. Out:
     name, seeds (each seed is stored under its own key), probe set, device, checkpoint and
-    log intervals, tracking and expectations. The code of the harness and of user import
-    paths is out too (see :func:`store_fingerprint`).
+    log intervals, tracking and expectations. The code of the harness, of user import paths
+    and the torch version are out too (see :func:`harness.provenance.store_fingerprint`).
     """
     from harness.data import GENERATOR_VERSION
+    from harness.provenance import file_digest
 
     data = dataclasses.asdict(cfg.data)
     if cfg.data.path is not None:
-        data["path"] = _file_digest(Path(cfg.data.path))
+        data["path"] = file_digest(Path(cfg.data.path))
     train = dataclasses.asdict(cfg.train)
     for key in ("device", "checkpoint_every", "log_every"):
         train.pop(key)
@@ -198,118 +193,6 @@ def fingerprint(cfg: FamilyConfig) -> str:
     }
     blob = json.dumps(_plain(payload), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def store_fingerprint(cfg: FamilyConfig) -> str:
-    """The key the store files a family's trained seeds under:
-    ``{fingerprint}-h{harness8}`` or ``{fingerprint}-h{harness8}-code{code8}``.
-
-    The fingerprint says what the family means; the digests say which code trained it, so
-    an edit to the harness's training code or to user code retrains instead of serving
-    stale weights from the cache, while baselines (keyed by the fingerprint) stay valid.
-    """
-    key = f"{fingerprint(cfg)}-h{harness_digest()}"
-    code = code_digest(cfg)
-    return key if code is None else f"{key}-code{code}"
-
-
-def harness_digest() -> str:
-    """8 hex digits over the harness's own training code (``HARNESS_TRAINING_FILES``).
-
-    Each file counts by its syntax tree (``ast.dump``), so comments, blank lines and
-    formatting do not retrain; docstrings are part of the tree and do. ``ast.dump`` can
-    differ between Python minor versions, so a new Python retrains once.
-    """
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in HARNESS_TRAINING_FILES:
-        h.update(f"{name}\0{_source_digest(here / name)}\0".encode())
-    return h.hexdigest()[:8]
-
-
-def code_digest(cfg: FamilyConfig) -> str | None:
-    """Digest of the user code a family trains with (an optimizer or model given by import
-    path), or None when it uses only torch and seedstab.
-
-    Counted: the file that defines the named object (``inspect.getsourcefile``), the file of
-    the module named before the colon, and, when either module is part of a package outside
-    the Python installation, every ``.py`` file of that top-level package's directory (so
-    ``pkg:Cls`` re-exported from ``pkg/impl.py`` follows ``impl.py`` and the helpers it
-    imports from ``pkg``). Installed libraries count by those two files only; plain modules
-    the object imports from are not followed. Python files count by syntax tree, so comments
-    and formatting do not retrain (docstrings do).
-
-    Kept out of :func:`fingerprint` on purpose: the fingerprint names *what a test means*
-    (baselines go stale when it changes), while editing ``my_optim.py`` is exactly the change
-    a baseline should be *tested* against. The store keys trained seeds by both, so edited
-    code is retrained, never served from the cache.
-    """
-    # file -> label; labels, not absolute paths, enter the hash: moving a checkout keeps the digest
-    files: dict[Path, str] = {}
-    for spec, key in ((cfg.train.optimizer, "train.optimizer"), (cfg.model.custom, "model.custom")):
-        if spec and ":" in spec:
-            files.update(_code_files(spec, cfg.source, key))
-    if not files:
-        return None
-    h = hashlib.sha256()
-    for label, digest in sorted((label, _source_digest(path)) for path, label in files.items()):
-        h.update(f"{label}\0{digest}\0".encode())
-    return h.hexdigest()[:8]
-
-
-def _code_files(spec: str, source: str, key: str) -> dict[Path, str]:
-    """The files whose code decides what import path ``spec`` does, each with its label:
-    ``package/relative/path.py`` inside a package, else the file name."""
-    obj = _import_path(spec, source, key)
-    named = sys.modules[spec.partition(":")[0]]
-    defining = inspect.getmodule(obj) or named
-    paths = [getattr(named, "__file__", None)]
-    try:
-        paths.append(inspect.getsourcefile(obj))
-    except TypeError:  # a builtin or an instance: no source file of its own
-        pass
-    files = {Path(p).resolve(): Path(p).name for p in paths if p}
-    for module in (named, defining):
-        top = sys.modules.get(module.__name__.split(".")[0])
-        for pkg_dir in getattr(top, "__path__", None) or ():  # None: a plain module, not a package
-            pkg_dir = Path(pkg_dir).resolve()
-            if _installed(pkg_dir):
-                continue
-            for path in pkg_dir.rglob("*.py"):
-                if "__pycache__" not in path.parts:
-                    files[path.resolve()] = f"{top.__name__}/{path.relative_to(pkg_dir).as_posix()}"
-    return files
-
-
-def _installed(path: Path) -> bool:
-    """Whether ``path`` lies in the Python installation (stdlib or site-packages): library
-    code, which a version pins, rather than user code being edited."""
-    import site
-
-    resolved = path.resolve()
-    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    roots.add(site.getusersitepackages())  # pip install --user
-    return any(resolved.is_relative_to(Path(r).resolve()) for r in roots if r)
-
-
-def _source_digest(path: Path) -> str:
-    """A ``.py`` file by its syntax tree (comments and formatting ignored), anything else
-    (or a file that does not parse) by its bytes."""
-    if path.suffix == ".py":
-        try:
-            tree = ast.parse(path.read_bytes(), filename=str(path))
-        except (SyntaxError, ValueError):
-            return _file_digest(path)
-        return "ast:" + hashlib.sha256(ast.dump(tree).encode()).hexdigest()
-    return _file_digest(path)
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- loading

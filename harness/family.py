@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.config import FamilyConfig, fingerprint, store_fingerprint
+from harness.config import FamilyConfig, fingerprint
 from harness.model import build_model
+from harness.provenance import store_fingerprint
 from harness.store import Store
 from harness.train import train_seed
 

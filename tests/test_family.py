@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from harness.cli import main
-import harness.config
-from harness.config import code_digest, fingerprint, load_family, store_fingerprint
+import harness.provenance
+from harness.config import fingerprint, load_family
 from harness.family import obtain_family
+from harness.provenance import code_digest, store_fingerprint, torch_digest
 from harness.store import Store
 from harness.train import TrainingDiverged, train_seed
 
@@ -192,15 +193,15 @@ def test_edited_file_of_a_user_package_retrains(tmp_path):
 
 
 def test_edited_harness_training_code_retrains_but_keeps_the_fingerprint(tmp_path, monkeypatch):
-    """An edit to harness/model.py, train.py or data.py changes harness_digest(): the store
+    """An edit to the harness's training code changes harness_digest(): the store
     must retrain, while the fingerprint (what baselines are keyed by) stays."""
     cfg = load_family(spec(tmp_path))
     store = Store(tmp_path / "store")
     fp = fingerprint(cfg)
     assert obtain_family(cfg, store=store).trained_now == 2
     assert obtain_family(cfg, store=store).trained_now == 0
-    monkeypatch.setattr(harness.config, "harness_digest", lambda: "0123abcd")
-    assert store_fingerprint(cfg) == f"{fp}-h0123abcd"
+    monkeypatch.setattr(harness.provenance, "harness_digest", lambda: "0123abcd")
+    assert store_fingerprint(cfg) == f"{fp}-h0123abcd-t{torch_digest()}"
     again = obtain_family(cfg, store=store)
     assert again.trained_now == 2 and fingerprint(cfg) == fp and again.fingerprint == fp
     assert obtain_family(cfg, store=store).trained_now == 0

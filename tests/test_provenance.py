@@ -1,0 +1,200 @@
+"""Provenance: a harness, library or runtime change retrains (never reads as a regression,
+never hides one), and training leaves the caller's torch state as it found it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import harness.provenance as provenance
+from harness.config import FamilyConfig, family_from_dict, fingerprint
+from harness.provenance import (code_digest, harness_digest, metric_digest, runtime_versions,
+                                store_fingerprint, torch_digest)
+from harness.store import _check_key
+
+HARNESS = Path(provenance.__file__).resolve().parent
+
+TINY = {
+    "name": "tiny",
+    "seeds": [0, 1],
+    "model": {"n_layers": 1, "n_heads": 2, "d_model": 16, "d_mlp": 32},
+    "data": {"vocab_size": 32, "seq_len": 40},
+    "train": {"lr": 1e-3, "steps": 6, "batch_size": 4, "checkpoint_every": 3, "device": "cpu"},
+    "probe": {"n_prompts": 4},
+}
+
+
+def tiny(**train) -> FamilyConfig:
+    """The tiny family with ``train`` keys replaced."""
+    raw = {**TINY, "train": {**TINY["train"], **train}}
+    return family_from_dict(raw)
+
+
+# ------------------------------------------------------------------------- the store key
+
+
+def test_store_key_format_is_readable_and_a_valid_store_key():
+    cfg = tiny()
+    key = store_fingerprint(cfg)
+    assert key == f"{fingerprint(cfg)}-h{harness_digest()}-t{torch_digest()}"
+    assert re.fullmatch(r"[0-9a-f]{16}-h[0-9a-f]{8}-t[0-9a-f]{8}", key)
+    assert _check_key("fingerprint", key) == key
+    versions = runtime_versions()
+    assert set(versions) == {"torch", "cuda", "cudnn", "numpy", "scipy", "python", "seedstab"}
+    assert versions["torch"] == str(torch.__version__)
+    assert versions["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_store_key_changes_with_torch_cuda_and_cudnn_versions(monkeypatch):
+    cfg = tiny()
+    keys = [store_fingerprint(cfg)]
+    monkeypatch.setattr(torch, "__version__", "2.99.0+cpu")
+    keys.append(store_fingerprint(cfg))
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    keys.append(store_fingerprint(cfg))
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 90100)
+    keys.append(store_fingerprint(cfg))
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 90200)
+    keys.append(store_fingerprint(cfg))
+    assert len(set(keys)) == len(keys), keys
+    # what the family means is untouched: baselines stay valid
+    assert len({k.split("-")[0] for k in keys}) == 1
+    assert runtime_versions()["cudnn"] == "90200" and runtime_versions()["cuda"] == "12.4"
+
+
+# -------------------------------------------------------------------- installed libraries
+
+
+@pytest.fixture
+def fake_site(tmp_path, monkeypatch):
+    """An installed distribution ``fakeopt`` 1.0 in a site-packages of its own: the optimizer
+    class in ``fakeopt/impl.py``, its per-step arithmetic in ``fakeopt/_kernels.py``."""
+    site = tmp_path / "site-packages"
+    pkg = site / "fakeopt"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from fakeopt.impl import FakeSGD\n")
+    (pkg / "impl.py").write_text(textwrap.dedent("""
+        import torch
+        from fakeopt._kernels import scale
+
+        class FakeSGD(torch.optim.SGD):
+            @torch.no_grad()
+            def step(self, closure=None):
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            p.grad.mul_(scale())
+                return super().step(closure)
+    """))
+    (pkg / "_kernels.py").write_text("def scale():\n    return 1.0\n")
+    info = site / "fakeopt-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeopt\nVersion: 1.0\n")
+    (info / "top_level.txt").write_text("fakeopt\n")
+    (info / "RECORD").write_text("".join(f"{p},,\n" for p in (
+        "fakeopt/__init__.py", "fakeopt/impl.py", "fakeopt/_kernels.py", "fakeopt-1.0.dist-info/METADATA",
+        "fakeopt-1.0.dist-info/top_level.txt", "fakeopt-1.0.dist-info/RECORD")))
+    monkeypatch.syspath_prepend(str(site))
+    roots = provenance._install_roots()
+    monkeypatch.setattr(provenance, "_install_roots", lambda: roots + (site.resolve(),))
+    try:
+        yield site
+    finally:
+        for name in [m for m in sys.modules if m == "fakeopt" or m.startswith("fakeopt.")]:
+            del sys.modules[name]
+
+
+def test_store_key_follows_every_file_and_the_version_of_an_installed_library(fake_site):
+    assert provenance._installed(fake_site / "fakeopt" / "impl.py")
+    cfg = tiny(optimizer="fakeopt:FakeSGD")
+    assert provenance._distributions()["fakeopt"] == ["fakeopt"]
+    code, key = code_digest(cfg), store_fingerprint(cfg)
+    assert code is not None and key.endswith(f"-code{code}")
+    assert code_digest(cfg) == code, "the same files give the same digest"
+
+    # a helper the optimizer calls every step, neither the named module nor the defining one
+    (fake_site / "fakeopt" / "_kernels.py").write_text("def scale():\n    return 0.5\n")
+    assert code_digest(cfg) != code and store_fingerprint(cfg) != key
+    code, key = code_digest(cfg), store_fingerprint(cfg)
+
+    impl = fake_site / "fakeopt" / "impl.py"
+    impl.write_text(impl.read_text() + "FakeSGD.edited = True\n")
+    assert code_digest(cfg) != code and store_fingerprint(cfg) != key
+    code, key = code_digest(cfg), store_fingerprint(cfg)
+
+    metadata = fake_site / "fakeopt-1.0.dist-info" / "METADATA"
+    metadata.write_text(metadata.read_text().replace("Version: 1.0", "Version: 1.1"))
+    assert code_digest(cfg) != code and store_fingerprint(cfg) != key
+    assert fingerprint(cfg) == key.split("-")[0], "what the family means is unchanged"
+
+
+def test_a_library_without_import_path_has_no_code_digest():
+    assert code_digest(tiny()) is None
+    assert code_digest(tiny(optimizer="adamw")) is None
+
+
+# ------------------------------------------------------------------------- harness code
+
+
+@pytest.fixture
+def harness_copy(tmp_path) -> Path:
+    root = tmp_path / "harness"
+    shutil.copytree(HARNESS, root, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{path.name} no longer holds {old!r}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_harness_digest_follows_training_code_not_docstrings(harness_copy):
+    root = harness_copy
+    base = harness_digest(root=root)
+    assert base == harness_digest(), "a copy of the harness has the harness's digest"
+    family = root / "family.py"
+    edit(family, '"""Seed families:', '"""Seed families (docstring edit):')  # the module docstring
+    edit(family, '"""The baseline class of a device', '"""The baseline (class) of a device')
+    family.write_text(family.read_text() + "\n# a comment\n")
+    assert harness_digest(root=root) == base
+    for name in ("store.py", "analysis.py", "metrics/heads.py", "plugin.py"):
+        (root / name).write_text((root / name).read_text() + "\nEDITED = True\n")
+    assert harness_digest(root=root) == base, "only the training path counts"
+    for name in ("family.py", "config.py", "model.py", "train.py", "data.py"):
+        before = harness_digest(root=root)
+        (root / name).write_text((root / name).read_text() + "\nEDITED = True\n")
+        assert harness_digest(root=root) != before, name
+
+
+def test_metric_digest_follows_measurement_code_not_docstrings(harness_copy):
+    root = harness_copy
+    base = metric_digest(root=root)
+    assert base == metric_digest() and base != harness_digest()
+    heads = root / "metrics" / "heads.py"
+    text = heads.read_text()
+    assert text.startswith('"""')
+    heads.write_text('"""Edited. ' + text[3:])
+    assert metric_digest(root=root) == base
+    for name in ("family.py", "train.py", "store.py", "verdict.py"):
+        (root / name).write_text((root / name).read_text() + "\nEDITED = True\n")
+    assert metric_digest(root=root) == base, "training code is not measurement code"
+    for name in ("metrics/heads.py", "metrics/cka.py", "analysis.py", "capture.py", "results.py"):
+        before = metric_digest(root=root)
+        (root / name).write_text((root / name).read_text() + "\nEDITED = True\n")
+        assert metric_digest(root=root) != before, name
+    (root / "metrics" / "new_metric.py").write_text("X = 1\n")
+    assert metric_digest(root=root) != before, "a new metric module counts"
+
+
+def test_a_missing_harness_file_is_an_error_naming_it(harness_copy):
+    (harness_copy / "family.py").unlink()
+    with pytest.raises(FileNotFoundError, match="family.py"):
+        harness_digest(root=harness_copy)
