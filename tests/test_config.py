@@ -226,6 +226,33 @@ def test_fingerprint_covers_training_and_nothing_else(tmp_path):
     assert fingerprint(pinned) != fingerprint(cfg.replace(train={"data_seed": 0}))
 
 
+def test_specs_that_resolve_identically_share_a_fingerprint(tmp_path):
+    """A setting written out at the value training uses anyway is no change: same
+    fingerprint, so the same store key and the same baselines."""
+    cfg = load_family(write(tmp_path / "f.yaml", BASE))  # d_model 32, 4 heads, adam
+    fp = fingerprint(cfg)
+    for same in (cfg.replace(model={"d_head": 8}), cfg.replace(model={"d_mlp": 128}),
+                 cfg.replace(train={"optimizer": "Adam"}),
+                 cfg.replace(train={"optimizer_kwargs": {"betas": [0.9, 0.999], "amsgrad": False}}),
+                 cfg.replace(data={"synthetic": {"span_min": 8, "span_tokens": "uniform"}})):
+        assert fingerprint(same) == fp, same
+    adamw = cfg.replace(train={"optimizer": "adamw"})
+    assert fingerprint(adamw.replace(train={"weight_decay": 0.01})) == fingerprint(adamw)
+    # values that differ, or differ in type, or that a user's model reads raw, still count
+    for changed in (cfg.replace(model={"d_head": 16}), cfg.replace(model={"d_mlp": 64}),
+                    cfg.replace(train={"optimizer_kwargs": {"betas": [0.8, 0.999]}}),
+                    cfg.replace(train={"optimizer_kwargs": {"amsgrad": True}}),
+                    cfg.replace(data={"synthetic": {"zipf_exponent": 1}}),  # an int where the default is 1.0
+                    adamw.replace(train={"weight_decay": 0.1})):
+        assert fingerprint(changed) not in (fp, fingerprint(adamw)), changed
+    custom = cfg.replace(model={"custom": "harness.model:GPT"})
+    assert fingerprint(custom.replace(model={"d_head": 8})) != fingerprint(custom)
+    text = tmp_path / "t.txt"
+    text.write_text("hello world " * 50)
+    base = load_family(write(tmp_path / "t.yaml", f"name: t\ndata: {{kind: text, path: {text}, seq_len: 16}}\n"))
+    assert fingerprint(base.replace(data={"vocab_size": 256})) == fingerprint(base)
+
+
 def test_fingerprints_of_committed_baselines_are_unchanged():
     """init_seed and data_seed count only when set, so no spec that leaves them unset (all
     committed ones) has a new fingerprint: the baselines under baselines/ stay current."""
