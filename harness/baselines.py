@@ -53,13 +53,23 @@ __all__ = [
     "header_notes",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SIGNIFICANT_DIGITS = 6
 OBTAINED_SUFFIX = ".obtained.json"
-HEADER_KEYS: tuple[str, ...] = (
-    "schema_version", "fingerprints", "probe_digests", "seeds", "device_class", "device_name",
-    "harness_version", "torch_version", "cuda_version", "created",
+VERSION_KEYS: tuple[str, ...] = (
+    "harness_version", "torch_version", "cuda_version", "cudnn_version", "numpy_version",
+    "scipy_version", "python_version",
 )
+# What decides the stored numbers besides the family itself: the code that computes them,
+# the harness code that trained the seeds, and the analysis options.
+PROVENANCE_KEYS: tuple[str, ...] = ("metric_digest", "training_digest", "analysis_options")
+HEADER_KEYS: tuple[str, ...] = (
+    "schema_version", "fingerprints", "probe_digests", "seeds", "seed_keys", "device_class",
+    "device_name", "created", *PROVENANCE_KEYS, *VERSION_KEYS,
+)
+# A change in these versions changes trained weights (so the baseline no longer describes
+# its reference); the others are recorded for the reader.
+_STALE_VERSIONS = {"torch_version": "torch", "cuda_version": "CUDA", "cudnn_version": "cuDNN"}
 _FIX = "fix it by hand, or rewrite it by rerunning the test with --update-baselines"
 
 
@@ -119,20 +129,23 @@ def obtained_path(path: str | os.PathLike[str]) -> Path:
 
 
 def _versions() -> dict[str, str | None]:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            harness = version("seedstab")
-        except PackageNotFoundError:
-            harness = "unknown (not installed)"
-    except ImportError:  # pragma: no cover - stdlib since 3.8
-        harness = "unknown"
-    try:
-        import torch  # lazily: the plugin is loaded by every pytest run
-        return {"harness_version": harness, "torch_version": str(torch.__version__),
-                "cuda_version": torch.version.cuda}
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return {"harness_version": harness, "torch_version": None, "cuda_version": None}
+    from harness.provenance import runtime_versions  # lazily: it imports torch
+
+    v = runtime_versions()
+    return {"harness_version": v.get("seedstab"), "torch_version": v.get("torch"),
+            "cuda_version": v.get("cuda"), "cudnn_version": v.get("cudnn"),
+            "numpy_version": v.get("numpy"), "scipy_version": v.get("scipy"),
+            "python_version": v.get("python")}
+
+
+def current_provenance(analysis_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The provenance part of a header for this installation: the digests of the metric
+    code and of the harness's training code, and ``analysis_options`` (the options that
+    change stored values, as a plain mapping)."""
+    from harness.provenance import harness_digest, metric_digest
+
+    return {"metric_digest": metric_digest(), "training_digest": harness_digest(),
+            "analysis_options": _round(dict(analysis_options))}
 
 
 def _device_name(device_class: str) -> str:
@@ -146,15 +159,46 @@ def _device_name(device_class: str) -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def make_header(analyses: Mapping[str, Analysis], *, device_name: str | None = None,
+def header(*, fingerprints: Mapping[str, str], probe_digests: Mapping[str, str],
+           seeds: Mapping[str, Any], seed_keys: Mapping[str, Any], device_class: str,
+           provenance: Mapping[str, Any], device_name: str | None = None,
+           created: str | None = None,
+           versions: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """A baseline header from what identifies its families (family name -> value) and how
+    their numbers were made. ``provenance``: :data:`PROVENANCE_KEYS` (see
+    :func:`current_provenance`); ``device_name`` defaults to the CUDA device's or the CPU's
+    name; ``created`` to now (UTC, ISO 8601); ``versions`` (:data:`VERSION_KEYS`) to the
+    installed ones. It can be built before anything trains, so staleness is decided first."""
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "fingerprints": {k: str(v) for k, v in sorted(fingerprints.items())},
+        "probe_digests": {k: str(v) for k, v in sorted(probe_digests.items())},
+        "seeds": {k: [int(s) for s in v] for k, v in sorted(seeds.items())},
+        "seed_keys": {k: [str(s) for s in v] for k, v in sorted(seed_keys.items())},
+        "device_class": device_class,
+        "device_name": device_name or _device_name(device_class),
+        "created": created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    missing = [k for k in PROVENANCE_KEYS if k not in provenance]
+    if missing:
+        raise ValueError(f"provenance: missing {missing}; build it with current_provenance()")
+    out.update({k: provenance[k] for k in PROVENANCE_KEYS})
+    out.update(dict(versions) if versions is not None else _versions())
+    missing = [k for k in HEADER_KEYS if k not in out]
+    if missing:
+        raise ValueError(f"versions: missing {missing}")
+    return out
+
+
+def make_header(analyses: Mapping[str, Analysis], *, provenance: Mapping[str, Any],
+                seed_keys: Mapping[str, Any] | None = None, device_name: str | None = None,
                 created: str | None = None,
                 versions: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """The header for a baseline of ``analyses`` (family name -> Analysis, one or more).
 
-    All analyses must share one device class. ``device_name`` defaults to
-    ``analysis.info["device_name"]``, else the CUDA device name or the CPU's;
-    ``created`` to now (UTC, ISO 8601); ``versions`` (harness_version, torch_version,
-    cuda_version) to the installed ones.
+    All analyses must share one device class. ``seed_keys`` (family -> the seeds'
+    init/data keys) default to ``analysis.info["seed_keys"]``, else ``init{s}-data{s}``;
+    ``device_name`` to ``analysis.info["device_name"]``; the rest as in :func:`header`.
     """
     if not isinstance(analyses, Mapping) or not analyses:
         raise ValueError("analyses: expected a non-empty mapping of family name -> Analysis")
@@ -167,21 +211,15 @@ def make_header(analyses: Mapping[str, Analysis], *, device_name: str | None = N
                          "baseline file holds one device class")
     if device_name is None:
         names = {str(a.info["device_name"]) for a in analyses.values() if "device_name" in a.info}
-        device_name = names.pop() if len(names) == 1 else _device_name(classes[0])
-    header: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "fingerprints": {k: a.fingerprint for k, a in sorted(analyses.items())},
-        "probe_digests": {k: a.probe_digest for k, a in sorted(analyses.items())},
-        "seeds": {k: [int(s) for s in a.seeds] for k, a in sorted(analyses.items())},
-        "device_class": classes[0],
-        "device_name": device_name,
-        "created": created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    header.update(dict(versions) if versions is not None else _versions())
-    missing = [k for k in HEADER_KEYS if k not in header]
-    if missing:
-        raise ValueError(f"versions: missing {missing}")
-    return header
+        device_name = names.pop() if len(names) == 1 else None
+    keys = dict(seed_keys or {})
+    for k, a in analyses.items():
+        keys.setdefault(k, a.info.get("seed_keys") or [f"init{s}-data{s}" for s in a.seeds])
+    return header(fingerprints={k: a.fingerprint for k, a in analyses.items()},
+                  probe_digests={k: a.probe_digest for k, a in analyses.items()},
+                  seeds={k: a.seeds for k, a in analyses.items()}, seed_keys=keys,
+                  device_class=classes[0], provenance=provenance, device_name=device_name,
+                  created=created, versions=versions)
 
 
 def _short(x: Any) -> str:
@@ -190,8 +228,12 @@ def _short(x: Any) -> str:
 
 
 def stale_reasons(stored_header: Mapping[str, Any], current_header: Mapping[str, Any]) -> list[str]:
-    """Why a stored baseline no longer describes this run (empty: it does). One line each,
-    e.g. ``fingerprint of family adam changed: 1a2b3c4d5e6f… -> 9f8e7d6c5b4a…``."""
+    """Why a stored baseline no longer describes its families (empty: it does). One line
+    each, e.g. ``fingerprint of family adam changed: 1a2b3c4d5e6f… -> 9f8e7d6c5b4a…``.
+
+    Stale: the schema, the device class, the family set, a family's fingerprint, probe
+    digest or seeds, the metric code, the harness's training code, the analysis options,
+    and the torch / CUDA / cuDNN versions (they change trained weights)."""
     out: list[str] = []
     s_v, c_v = stored_header.get("schema_version"), current_header.get("schema_version")
     if s_v != c_v:
@@ -206,24 +248,41 @@ def stale_reasons(stored_header: Mapping[str, Any], current_header: Mapping[str,
         out.append(f"family {fam} is not in the baseline")
     for fam in sorted(set(s_fp) - set(c_fp)):
         out.append(f"family {fam} is in the baseline but not in this run")
-    s_pd = dict(stored_header.get("probe_digests") or {})
-    c_pd = dict(current_header.get("probe_digests") or {})
     for fam in sorted(set(s_fp) & set(c_fp)):
-        if s_fp[fam] != c_fp[fam]:
-            out.append(f"fingerprint of family {fam} changed: {_short(s_fp[fam])} -> "
-                       f"{_short(c_fp[fam])}")
-        if s_pd.get(fam) != c_pd.get(fam):
-            out.append(f"probe digest of family {fam} changed: {_short(s_pd.get(fam))} -> "
-                       f"{_short(c_pd.get(fam))}")
+        for key, what in (("fingerprints", "fingerprint"), ("probe_digests", "probe digest")):
+            s_x = (stored_header.get(key) or {}).get(fam)
+            c_x = (current_header.get(key) or {}).get(fam)
+            if s_x != c_x:
+                out.append(f"{what} of family {fam} changed: {_short(s_x)} -> {_short(c_x)}")
+        for key in ("seed_keys", "seeds"):
+            s_x = (stored_header.get(key) or {}).get(fam)
+            c_x = (current_header.get(key) or {}).get(fam)
+            if s_x != c_x:
+                out.append(f"seeds of family {fam} changed: {s_x} -> {c_x}")
+                break
+    for key, what in (("metric_digest", "the metric code"),
+                      ("training_digest", "the harness's training code")):
+        if stored_header.get(key) != current_header.get(key):
+            out.append(f"{what} changed ({key} {stored_header.get(key)} -> "
+                       f"{current_header.get(key)}): the stored numbers were made by other code")
+    s_o = dict(stored_header.get("analysis_options") or {})
+    c_o = dict(current_header.get("analysis_options") or {})
+    for k in sorted(set(s_o) | set(c_o)):
+        if s_o.get(k) != c_o.get(k):
+            out.append(f"analysis option {k} changed: {s_o.get(k)!r} -> {c_o.get(k)!r}")
+    for key, label in _STALE_VERSIONS.items():
+        if stored_header.get(key) != current_header.get(key):
+            out.append(f"{label} version changed: {stored_header.get(key)} -> "
+                       f"{current_header.get(key)} (it changes trained weights)")
     return out
 
 
 def header_notes(stored_header: Mapping[str, Any], current_header: Mapping[str, Any]) -> list[str]:
     """Differences worth a line in the report that do not make a baseline stale
-    (torch / CUDA / harness version, device name)."""
+    (harness, numpy, scipy and Python versions, device name)."""
     out = []
-    for key, label in (("torch_version", "torch"), ("cuda_version", "CUDA"),
-                       ("harness_version", "harness"), ("device_name", "device")):
+    for key in (*[k for k in VERSION_KEYS if k not in _STALE_VERSIONS], "device_name"):
+        label = key.replace("_version", "").replace("_", " ")
         if stored_header.get(key) != current_header.get(key):
             out.append(f"{label} differs from the baseline's: {stored_header.get(key)} -> "
                        f"{current_header.get(key)}")
@@ -312,12 +371,14 @@ def _fail(path: Path, what: str) -> BaselineError:
 def _check_header(path: Path, header: Any) -> None:
     if not isinstance(header, dict):
         raise _fail(path, f"'header' must be an object, got {type(header).__name__}")
+    v = header.get("schema_version")
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _fail(path, f"header.schema_version must be an integer, got {v!r}")
+    if v != SCHEMA_VERSION:
+        return  # another schema: stale, and nothing else of it is read
     missing = [k for k in HEADER_KEYS if k not in header]
     if missing:
         raise _fail(path, f"header lacks {', '.join(missing)}")
-    v = header["schema_version"]
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _fail(path, f"header.schema_version must be an integer, got {v!r}")
     if not isinstance(header["device_class"], str):
         raise _fail(path, f"header.device_class must be a string, got {header['device_class']!r}")
     for key in ("fingerprints", "probe_digests"):
@@ -329,6 +390,14 @@ def _check_header(path: Path, header: Any) -> None:
             isinstance(s, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in s)
             for s in seeds.values()):
         raise _fail(path, f"header.seeds must map family names to lists of integers, got {seeds!r}")
+    keys = header["seed_keys"]
+    if not isinstance(keys, dict) or not all(
+            isinstance(k, list) and all(isinstance(x, str) for x in k) for k in keys.values()):
+        raise _fail(path, f"header.seed_keys must map family names to lists of strings, got {keys!r}")
+    for fam, k in keys.items():
+        if fam in seeds and len(k) != len(seeds[fam]):
+            raise _fail(path, f"header.seed_keys.{fam} lists {len(k)} seeds but header.seeds.{fam} "
+                              f"{len(seeds[fam])}")
 
 
 def _none_to_nan(x: Any) -> Any:

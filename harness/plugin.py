@@ -32,23 +32,19 @@ from __future__ import annotations
 
 import argparse
 import re
-import shlex
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
 import pytest
 
-from harness.baselines import (OBTAINED_SUFFIX, BaselineError, baseline_path, header_notes,
-                               make_header, obtained_path, read_baseline, stale_reasons,
-                               write_baseline)
-from harness.results import Analysis, Measurement
+from harness.baselines import OBTAINED_SUFFIX
 from harness.stats import CI_METHODS
-from harness.verdict import Row, Verdict, check_parameters, compare, format_report, power_note
 
-__all__ = ["SeedstabOptions", "StabilityBaseline"]
+if TYPE_CHECKING:
+    from harness.baseline_fixture import StabilityBaseline
+
+__all__ = ["SeedstabOptions"]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _P_STATUS, _P_BASELINE, _P_WRITTEN = "seedstab_status", "seedstab_baseline", "seedstab_written"
@@ -102,6 +98,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="bootstrap resamples (comparisons; multi-bootstrap CIs) (default 1000)")
     g.addoption("--ci-method", choices=CI_METHODS, default="jackknife-t",
                 help="confidence intervals over seeds: jackknife-t (default) or the percentile Multi-Bootstrap")
+    g.addoption("--seedstab-inconclusive", choices=("fail", "pass"), default=None,
+                help="whether a check worse than its tolerance but not significant fails (default: "
+                     "the check's `inconclusive:`, else fail)")
     g.addoption("--seedstab-summary", metavar="PATH", default=None,
                 help="write a Markdown table of the verdicts to PATH (e.g. for $GITHUB_STEP_SUMMARY)")
 
@@ -118,6 +117,7 @@ class SeedstabOptions:
     no_mlflow: bool
     store: Path | None
     seed_offset: int | None
+    inconclusive: str | None = None
 
 
 def _options(config: pytest.Config) -> SeedstabOptions:
@@ -130,7 +130,8 @@ def _options(config: pytest.Config) -> SeedstabOptions:
         device=config.getoption("device"), require_gpu=bool(config.getoption("require_gpu")),
         mlflow_uri=config.getoption("mlflow_uri"), no_mlflow=bool(config.getoption("no_mlflow")),
         store=(here / store).resolve() if store else None,
-        seed_offset=config.getoption("seedstab_seed"))
+        seed_offset=config.getoption("seedstab_seed"),
+        inconclusive=config.getoption("seedstab_inconclusive"))
 
 
 # ----------------------------------------------------------------------------- session state
@@ -318,194 +319,19 @@ class _SessionHooks:
             tr.write_line(f"(baselines of other device classes, not checked: {', '.join(other)})")
 
 
-# ----------------------------------------------------------------------------- the fixture
+# ----------------------------------------------------------------------------- YAML checks
 
 
-def _as_mapping(analyses: Mapping[str, Analysis] | Analysis) -> dict[str, Analysis]:
-    if isinstance(analyses, Analysis):
-        return {analyses.family: analyses}
-    if isinstance(analyses, Mapping) and analyses and \
-            all(isinstance(a, Analysis) for a in analyses.values()):
-        return dict(analyses)
-    raise TypeError("analyses: expected an Analysis or a non-empty mapping of family name -> "
-                    f"Analysis, got {type(analyses).__name__}")
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """Suite files with a ``checks:`` section run their checks as test items."""
+    from harness.pytest_checks import CheckFile, is_check_file
+
+    if is_check_file(file_path):
+        return CheckFile.from_parent(parent, path=file_path)
+    return None
 
 
-def _select(analyses: Mapping[str, Analysis],
-            metrics: Sequence[str]) -> dict[str, dict[str, Measurement]]:
-    """family -> metric -> Measurement. ``"metric"`` is taken from every family,
-    ``"family:metric"`` from that family only."""
-    if isinstance(metrics, str) or not metrics:
-        raise ValueError(f"metrics: expected a non-empty list of metric names, got {metrics!r}")
-    out: dict[str, dict[str, Measurement]] = {fam: {} for fam in analyses}
-    for spec in metrics:
-        fam, _, metric = spec.rpartition(":")
-        fams = [fam] if fam else list(analyses)
-        if fam and fam not in analyses:
-            raise ValueError(f"metrics: {spec!r} names family {fam!r}, but the analyses are of "
-                             f"{', '.join(sorted(analyses))}")
-        for f in fams:
-            out[f][metric] = analyses[f][metric]  # KeyError lists what the analysis has
-    return {f: ms for f, ms in out.items() if ms}
-
-
-def _tolerance_of(tolerance: float | Mapping[str, float], metric: str, label: str) -> float:
-    if isinstance(tolerance, Mapping):
-        for key in (label, metric):
-            if key in tolerance:
-                return tolerance[key]
-        raise ValueError(f"tolerance: no entry for metric {label!r}; it has "
-                         f"{', '.join(sorted(tolerance)) or 'none'}")
-    return tolerance
-
-
-class StabilityBaseline:
-    """What the ``stability_baseline`` fixture returns; see :meth:`check`."""
-
-    def __init__(self, node: pytest.Item, state: _State) -> None:
-        self._node, self._state = node, state
-
-    @property
-    def update_command(self) -> str:
-        return f"pytest {shlex.quote(self._node.nodeid)} --update-baselines"
-
-    def path_for(self, *, device_class: str, suite: str) -> Path:
-        """Where this test's baseline for ``device_class`` and ``suite`` lives."""
-        return baseline_path(self._state.options.baselines_dir, device_class=device_class,
-                             suite=suite, test=self._node.name)
-
-    def _claim(self, path: Path) -> None:
-        key, nodeid = str(path.resolve()), self._node.nodeid
-        other = self._state.claimed.setdefault(key, nodeid)
-        if other != nodeid:
-            raise ValueError(f"{path}: tests {other} and {nodeid} map to the same baseline file; "
-                             "rename one of them or give it another suite")
-
-    def _record(self, status: str, written: Sequence[Path] = ()) -> None:
-        props = self._node.user_properties
-        props.append((_P_STATUS, status))
-        props.extend((_P_WRITTEN, str(w)) for w in written)
-
-    def _fail(self, verdict: Verdict, seeds_baseline: Any, seeds: Any, mlflow_run: str | None,
-              extra: Sequence[str] = ()) -> NoReturn:
-        __tracebackhide__ = True
-        report = format_report(verdict, seeds_baseline=seeds_baseline, seeds_candidate=seeds,
-                               update_command=self.update_command, mlflow_run=mlflow_run)
-        pytest.fail("\n".join([report, *extra]), pytrace=False)
-
-    def _invalid(self, path: Path, message: str, *, header: Mapping[str, Any],
-                 measurements: Mapping[str, Mapping[str, Measurement]]) -> NoReturn:
-        """Fail for a baseline that cannot be used (``message`` names the file and the
-        problem), after writing this run's result beside it."""
-        __tracebackhide__ = True
-        obtained = obtained_path(path)
-        write_baseline(obtained, header=header, measurements=measurements)
-        self._record("invalid", [obtained])
-        # raised, not pytest.fail(): called from an except block, and "from None" keeps the
-        # report to this message instead of printing the caught error above it a second time
-        raise pytest.fail.Exception(f"seedstab: INVALID baseline {message}\nthis run's result is "
-                                    f"in {obtained}\nto rewrite the baseline: "
-                                    f"{self.update_command}", pytrace=False) from None
-
-    def check(self, analyses: Mapping[str, Analysis] | Analysis, *, metrics: Sequence[str],
-              tolerance: float | Mapping[str, float], alpha: float, suite: str,
-              mlflow_run: str | None = None, n_perm: int = 2000) -> Verdict:
-        """Compare ``metrics`` of ``analyses`` with this test's stored baseline.
-
-        ``metrics``: names taken from every family, or ``"family:metric"``. ``tolerance``:
-        absolute, one number or per metric name. Returns the Verdict when the check passes
-        (or the baseline was written by ``--update-baselines``); fails the test with a report
-        when the baseline is missing, stale, unreadable or regressed.
-        """
-        __tracebackhide__ = True
-        fams = _as_mapping(analyses)
-        selected = _select(fams, metrics)
-        tolerances: dict[tuple[str, str], float] = {}
-        for fam, ms in selected.items():  # checked up front: --update-baselines uses neither
-            for metric, m in ms.items():
-                label = metric if len(fams) == 1 else f"{fam}:{metric}"
-                tolerances[fam, metric] = _tolerance_of(tolerance, metric, label)
-                check_parameters(tolerances[fam, metric], alpha, n_perm)
-                if np.ndim(m.value) > 1:  # compare() would refuse it; not the baseline's fault
-                    raise ValueError(f"metrics: {label} has shape {np.shape(m.value)}; a baseline "
-                                     "check tests scalars and per-layer [L] values, reduce "
-                                     "per-head values to layers first")
-        header = make_header(fams)
-        path = self.path_for(device_class=header["device_class"], suite=suite)
-        self._claim(path)
-        self._node.user_properties.append((_P_BASELINE, str(path)))
-        seeds = {f: list(a.seeds) for f, a in fams.items()}
-        # A check that can never fail is a defect: refuse it up front, with the way out.
-        weak = [f"{fam}:{metric}: {note}" for fam, ms in selected.items() for metric, m in ms.items()
-                if (note := power_note(m.unit_values().shape[0], m.unit_values().shape[0],
-                                       n_layers=int(np.size(m.value)), alpha=alpha, n_perm=n_perm))]
-        if weak:
-            self._record("underpowered")
-            pytest.fail("seedstab: UNDERPOWERED: this baseline check could never detect a regression\n"
-                        + "\n".join(weak), pytrace=False)
-        if self._state.options.update_baselines:
-            write_baseline(path, header=header, measurements=selected)
-            self._record("updated", [path])
-            return Verdict("updated", baseline_path=str(path), written=(str(path),))
-
-        obtained = obtained_path(path)
-        if not path.exists():
-            write_baseline(obtained, header=header, measurements=selected)
-            self._record("missing", [obtained])
-            self._fail(Verdict("missing", baseline_path=str(path), written=(str(obtained),)),
-                       None, seeds, mlflow_run,
-                       [f"to accept the obtained result, rename it: mv {shlex.quote(str(obtained))} "
-                        f"{shlex.quote(str(path))}"])
-        try:
-            stored = read_baseline(path)
-        except BaselineError as e:  # its message starts with the path
-            self._invalid(path, str(e), header=header, measurements=selected)
-
-        reasons = stale_reasons(stored.header, header)
-        if not reasons:
-            for fam, ms in selected.items():
-                reasons += [f"measurement {m} of family {fam} is not in the baseline"
-                            for m in ms if m not in stored.measurements.get(fam, {})]
-        if reasons:
-            write_baseline(obtained, header=header, measurements=selected)
-            self._record("stale", [obtained])
-            self._fail(Verdict("stale", stale_reasons=reasons, baseline_path=str(path),
-                               written=(str(obtained),)), stored.header.get("seeds"), seeds,
-                       mlflow_run)
-
-        generator = np.random.default_rng(zlib.crc32(self._node.nodeid.encode()))
-        rows: list[Row] = []
-        notes = header_notes(stored.header, header)
-        for fam, ms in selected.items():
-            for metric, cand in ms.items():
-                label = metric if len(fams) == 1 else f"{fam}:{metric}"
-                base = stored.measurements[fam][metric]
-                # The run's side was checked above (parameters, seed-level values, shape), so
-                # what compare() still refuses is the stored side: a hand edit read_baseline
-                # cannot see alone (direction flipped, layers cut) or a file from another model.
-                try:
-                    new = compare(base, cand, tolerance=tolerances[fam, metric],
-                                  alpha=alpha, generator=generator, n_perm=n_perm, label=label)
-                    n_base = base.unit_values().shape[0]
-                except ValueError as e:
-                    self._invalid(path, f"{path}: {e}", header=header, measurements=selected)
-                rows += new
-                note = power_note(n_base, cand.unit_values().shape[0],
-                                  n_layers=len(new), alpha=alpha, n_perm=n_perm)
-                if note:  # the baseline has fewer seeds than this run
-                    self._record("underpowered")
-                    pytest.fail(f"seedstab: UNDERPOWERED: {label}: {note}\nbaseline: {path}", pytrace=False)
-            unchecked = sorted(set(stored.measurements.get(fam, {})) - set(ms))
-            if unchecked:
-                notes.append(f"family {fam}: in the baseline but not checked: {', '.join(unchecked)}")
-        if any(r.regressed for r in rows):
-            write_baseline(obtained, header=header, measurements=selected)
-            self._record("regressed", [obtained])
-            self._fail(Verdict("regressed", rows=rows, notes=notes, baseline_path=str(path),
-                               written=(str(obtained),)), stored.header.get("seeds"), seeds,
-                       mlflow_run)
-        self._record("pass")
-        return Verdict("pass", rows=rows, notes=notes, baseline_path=str(path))
+# ----------------------------------------------------------------------------- the fixtures
 
 
 @pytest.fixture
@@ -517,7 +343,14 @@ def seedstab(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
-def stability_baseline(request: pytest.FixtureRequest) -> StabilityBaseline:
+def stability_baseline(request: pytest.FixtureRequest) -> "StabilityBaseline":
     """Compare a test's stability measurements with its stored baseline:
     ``stability_baseline.check(analyses, metrics=[...], tolerance=..., alpha=..., suite=...)``."""
-    return StabilityBaseline(request.node, request.config.stash[_STATE])
+    from harness.baseline_fixture import StabilityBaseline
+
+    state = request.config.stash[_STATE]
+    hooks = request.config.pluginmanager.get_plugin("seedstab-families")
+    return StabilityBaseline(request.node, baselines_dir=state.options.baselines_dir,
+                             update=state.options.update_baselines, claimed=state.claimed,
+                             analysis_options=hooks.options_record(),
+                             inconclusive=state.options.inconclusive)

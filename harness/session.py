@@ -72,6 +72,28 @@ class StabilitySession:
                                                 progress=self.progress)
         return self._families[key]
 
+    @property
+    def options(self) -> AnalysisOptions:
+        return AnalysisOptions(n_boot=self.n_boot, ci_method=self.ci_method)
+
+    def analysis_of(self, cfg: FamilyConfig) -> tuple[tuple[str, str], Analysis]:
+        """The analysis of a family config (trained or loaded once), and its cache key. A
+        config that is its suite's family as this session sees it shares the fixture's
+        cache entry; another one (the reference's own seeds under --seedstab-seed) gets its own."""
+        key = self.key(cfg.source, cfg.name)
+        try:
+            same = self.config(cfg.source, cfg.name) == cfg
+        except (KeyError, ValueError, OSError):
+            same = False
+        if not same:
+            key = (key[0], f"{cfg.name}@seeds={','.join(map(str, cfg.seeds))}")
+        if key not in self._families:
+            self._families[key] = obtain_family(cfg, store=self.store, device=self.device,
+                                                progress=self.progress)
+        if key not in self._analyses:
+            self._analyses[key] = analyze_family(self._families[key], options=self.options)
+        return key, self._analyses[key]
+
     def analysis(self, path: str | Path, name: str) -> Analysis:
         key = self.key(path, name)
         if key not in self._analyses:
@@ -137,6 +159,7 @@ class SessionHooks:
         self._plots: dict[tuple[str, str], dict[str, Path]] = {}
         self._plot_dir: Path | None = None
         self.outcomes: dict[str, dict[str, str]] = {}
+        self._updated: set[str] = set()  # reference baselines this process rewrote
         if not opts.no_mlflow:
             from harness import tracking
 
@@ -147,6 +170,41 @@ class SessionHooks:
 
     def view(self, node: pytest.Item) -> TestView:
         return TestView(self, node)
+
+    def options_record(self) -> dict[str, Any]:
+        from harness.gate import options_record
+
+        return options_record(self.session.options)
+
+    def run_check(self, item: pytest.Item) -> Any:
+        """Run a YAML check item through the gate with this session's families; the families
+        it analysed are logged to MLflow with its verdict like those of any test."""
+        from harness.checks import load_checks
+        from harness.family import device_class, resolve_device
+        from harness.gate import run_check, update_command_for
+
+        spec = item.spec
+        device = device_class(resolve_device(self.session.device or spec.candidate.train.device))
+        # every metric any check of the reference's own file asks of it goes into its baseline
+        wanted = list(spec.metrics)
+        for other in load_checks(spec.reference_source).values():
+            if other.reference.name == spec.reference.name:
+                wanted += list(other.metrics)
+        touched = item.stash.setdefault(_TOUCHED, [])
+
+        def analyze(cfg: FamilyConfig) -> Analysis:
+            with self.live_output():
+                key, a = self.session.analysis_of(cfg)
+            if key not in touched:
+                touched.append(key)
+            return a
+
+        return run_check(spec, analyze=analyze, baselines_dir=self.opts.baselines_dir,
+                         device_class=device, options=self.session.options,
+                         update=self.opts.update_baselines, baseline_metrics=wanted,
+                         seed_offset=self.opts.seed_offset, inconclusive=self.opts.inconclusive,
+                         update_command=update_command_for(item.nodeid),
+                         already_updated=self._updated)
 
     @contextlib.contextmanager
     def live_output(self) -> Iterator[None]:
