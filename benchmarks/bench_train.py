@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from harness.config import load_family
-from harness.family import obtain_family, set_determinism
+from harness.config import FamilyConfig, load_family
+from harness.family import obtain_family
 from harness.model import build_model
-from harness.train import build_optimizer, data_source, lm_losses
+from harness.train import build_optimizer, data_source, deterministic, lm_losses
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,12 @@ def main() -> None:
     ap.add_argument("--family-wall", action="store_true", help="also train the whole family cold and time it")
     args = ap.parse_args()
     cfg = load_family(args.spec)
-    set_determinism(torch.device("cpu"), cfg.train.threads)
+    with deterministic(torch.device("cpu"), cfg.train.threads):
+        run(cfg, args)
+
+
+def run(cfg: FamilyConfig, args: argparse.Namespace) -> None:
+    """Measure and print, under the family's thread count and determinism settings."""
     print(f"spec {args.spec}: {cfg.model.n_layers} layers, d_model {cfg.model.d_model}, attn_only "
           f"{cfg.model.attn_only}, batch {cfg.train.batch_size} x {cfg.data.seq_len}, threads {cfg.train.threads}")
     hooked, bare = [], []

@@ -8,7 +8,6 @@ and saves the result. Two processes asking for the same family train each seed o
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from harness.config import FamilyConfig, fingerprint
 from harness.model import build_model
 from harness.provenance import store_fingerprint
 from harness.store import Store
-from harness.train import train_seed
+from harness.train import deterministic, train_seed
 
 log = logging.getLogger(__name__)
 
@@ -77,49 +76,52 @@ def _store_key(device: torch.device, threads: int) -> str:
     return f"{device_class(device)}-t{threads}" if device.type == "cpu" else device_class(device)
 
 
-def set_determinism(device: torch.device, threads: int) -> None:
-    """Deterministic kernels and a fixed CPU thread count (process-wide, so done here, at the edge)."""
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=False)
-    torch.set_num_threads(threads)
-
-
 def obtain_family(cfg: FamilyConfig, *, store: Store | str | Path = DEFAULT_STORE,
                   device: str | None = None, force: bool = False, progress: bool = False,
                   seeds: tuple[int, ...] | None = None) -> Family:
     """Every seed of ``cfg`` trained (now or earlier) and loaded, in seed order.
 
     ``device`` overrides ``train.device``; ``force`` retrains even what the store holds;
-    ``progress`` shows a tqdm bar per seed on stderr.
+    ``progress`` shows a tqdm bar per seed on stderr. Runs under
+    :func:`harness.train.deterministic`: torch's determinism flags, thread count and (CUDA)
+    cuDNN/TF32 switches are the family's during the call and the caller's again after it,
+    also when training raises.
     """
     store = store if isinstance(store, Store) else Store(store)
     dev = resolve_device(device or cfg.train.device)
     threads = cfg.train.threads
-    set_determinism(dev, threads)
     fp = fingerprint(cfg)
     key = _store_key(dev, threads)
-    store_fp = store_fingerprint(cfg)  # fp plus code digests: edited training code retrains
+    store_fp = store_fingerprint(cfg)  # fp plus code and runtime digests: what trained it retrains
     store.save_family_meta(store_fp, config=cfg.to_dict())
     out = []
-    for seed in (seeds if seeds is not None else cfg.seeds):
-        seed_key = cfg.seed_key(seed)
-        with store.lock(store_fp, key, seed_key):
-            record = None if force else store.load_seed(store_fp, key, seed_key)
-            trained_now = record is None
-            if record is None:
-                record = _train_and_save(cfg, seed, store=store, fp=store_fp, key=key, seed_key=seed_key,
-                                         device=dev, progress=progress)
-            else:
-                log.info("%s seed %d: loaded from the store (%s)", cfg.name, seed, record.path)
-        model = build_model(cfg.model, vocab_size=cfg.vocab_size, n_ctx=cfg.data.seq_len,
-                            init_seed=cfg.seed_pair(seed)[0], source=cfg.source)
-        model.load_state_dict(record.state_dict)
-        model.to(dev).eval()
-        out.append(TrainedSeed(seed=seed, seed_key=seed_key, model=model, log=record.log,
-                               trained_now=trained_now))
+    # Training and moving the loaded weights run under the family's settings; the caller's
+    # flags and thread count come back afterwards, also when a seed diverges.
+    with deterministic(dev, threads):
+        for seed in (seeds if seeds is not None else cfg.seeds):
+            out.append(_obtain_seed(cfg, seed, store=store, fp=store_fp, key=key, device=dev,
+                                    force=force, progress=progress))
     return Family(config=cfg, fingerprint=fp, device=str(dev), device_class=device_class(dev),
                   seeds=tuple(out))
+
+
+def _obtain_seed(cfg: FamilyConfig, seed: int, *, store: Store, fp: str, key: str,
+                 device: torch.device, force: bool, progress: bool) -> TrainedSeed:
+    """One seed loaded from the store (under its lock), or trained and saved first."""
+    seed_key = cfg.seed_key(seed)
+    with store.lock(fp, key, seed_key):
+        record = None if force else store.load_seed(fp, key, seed_key)
+        trained_now = record is None
+        if record is None:
+            record = _train_and_save(cfg, seed, store=store, fp=fp, key=key, seed_key=seed_key,
+                                     device=device, progress=progress)
+        else:
+            log.info("%s seed %d: loaded from the store (%s)", cfg.name, seed, record.path)
+    model = build_model(cfg.model, vocab_size=cfg.vocab_size, n_ctx=cfg.data.seq_len,
+                        init_seed=cfg.seed_pair(seed)[0], source=cfg.source)
+    model.load_state_dict(record.state_dict)
+    model.to(device).eval()
+    return TrainedSeed(seed=seed, seed_key=seed_key, model=model, log=record.log, trained_now=trained_now)
 
 
 def _train_and_save(cfg: FamilyConfig, seed: int, *, store: Store, fp: str, key: str, seed_key: str,

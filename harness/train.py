@@ -1,15 +1,21 @@
 """Train one seed of a family: the paper's loop (constant lr, no warmup, no clipping, fp32).
 
 Pure with respect to the disk: checkpoints go out through a callback and come back in as
-an argument, so the store (harness.store) stays the only module that writes files.
+an argument, so the store (harness.store) stays the only module that writes files. Pure
+with respect to torch's process-wide state too: determinism flags, the thread count and
+the global RNG are set for the duration of training and restored afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import logging
 import math
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,12 +26,98 @@ from torch import nn
 from harness.config import FamilyConfig, resolve_optimizer
 import harness.data as data_mod
 from harness.model import build_model
+from harness.provenance import runtime_versions
 
 log = logging.getLogger(__name__)
 
 
+# cuBLAS needs a fixed workspace for deterministic results (CUDA >= 10.2).
+CUBLAS_WORKSPACE_CONFIG = ":4096:8"
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; names the seed and the step."""
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device, threads: int) -> Iterator[dict[str, Any]]:
+    """Deterministic kernels and ``threads`` CPU threads inside the block; on CUDA also
+    deterministic, non-benchmarking cuDNN and TF32 off. Everything is restored on exit,
+    also when the block raises, so the caller's session keeps its own settings.
+
+    Saved and restored: ``torch.use_deterministic_algorithms`` (with its ``warn_only``),
+    ``torch.get_num_threads()``, and on CUDA ``cudnn.deterministic``, ``cudnn.benchmark``,
+    ``cuda.matmul.allow_tf32``, ``cudnn.allow_tf32`` and the ``CUBLAS_WORKSPACE_CONFIG``
+    environment variable (set when unset, removed again afterwards). cuBLAS reads that
+    variable when it first creates a handle, so it holds only if no CUDA work ran before.
+    Yields :func:`determinism_settings` as they are inside the block.
+    """
+    cuda = device.type == "cuda"
+    saved_algorithms = (torch.are_deterministic_algorithms_enabled(),
+                        torch.is_deterministic_algorithms_warn_only_enabled())
+    saved_threads = torch.get_num_threads()
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved_cuda = (cudnn.deterministic, cudnn.benchmark, matmul.allow_tf32, cudnn.allow_tf32)
+    workspace_was_unset = "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    try:
+        if cuda:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
+            cudnn.deterministic, cudnn.benchmark = True, False
+            matmul.allow_tf32, cudnn.allow_tf32 = False, False  # TF32 rounds fp32 matmuls to 10 bits
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.set_num_threads(threads)
+        yield determinism_settings(device)
+    finally:
+        torch.use_deterministic_algorithms(saved_algorithms[0], warn_only=saved_algorithms[1])
+        torch.set_num_threads(saved_threads)
+        if cuda:
+            cudnn.deterministic, cudnn.benchmark, matmul.allow_tf32, cudnn.allow_tf32 = saved_cuda
+            if workspace_was_unset:
+                os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def determinism_settings(device: torch.device) -> dict[str, Any]:
+    """The settings that decide the bits, as the training log records them: ``threads``,
+    ``deterministic``, ``deterministic_warn_only``; on CUDA also ``cudnn_deterministic``,
+    ``cudnn_benchmark``, ``tf32_matmul``, ``tf32_cudnn`` and ``cublas_workspace_config``."""
+    out: dict[str, Any] = {
+        "threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+    }
+    if device.type == "cuda":
+        out.update(cudnn_deterministic=torch.backends.cudnn.deterministic,
+                   cudnn_benchmark=torch.backends.cudnn.benchmark,
+                   tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                   tf32_cudnn=torch.backends.cudnn.allow_tf32,
+                   cublas_workspace_config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    return out
+
+
+def global_seed(init_seed: int, data_seed: int) -> int:
+    """The seed of torch's global RNG while training seed pair (``init_seed``, ``data_seed``):
+    the first 8 bytes of ``sha256("seedstab-global-rng:{init_seed}:{data_seed}")`` read
+    little-endian and shifted right by one (an int in [0, 2**63)). Dropout and stochastic
+    optimizers draw from it; initialisation and data order have generators of their own."""
+    digest = hashlib.sha256(f"seedstab-global-rng:{init_seed}:{data_seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
+    """The global RNG states training draws from: ``cpu`` and, on CUDA, the training
+    device's (``cuda``, else None); ByteTensors on the CPU, so a checkpoint may hold them."""
+    cuda = torch.cuda.get_rng_state(_cuda_index(device)) if device.type == "cuda" else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def _set_rng_state(state: dict[str, torch.Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], _cuda_index(device))
 
 
 @dataclass(frozen=True)
@@ -76,9 +168,32 @@ def train_seed(cfg: FamilyConfig, seed: int, *, device: torch.device,
     """Train family seed ``seed`` from scratch or from a checkpoint payload ``resume``.
 
     ``on_checkpoint(step, payload)`` is called every ``train.checkpoint_every`` steps with
-    everything needed to resume bitwise-identically; ``on_step(step, loss, tokens_per_s)``
-    after each step. Raises :class:`TrainingDiverged` on a non-finite loss.
+    everything needed to resume bitwise-identically (weights, optimizer state, the data
+    generator's and the global RNG's states, the loss curve); ``on_step(step, loss,
+    tokens_per_s)`` after each step. Raises :class:`TrainingDiverged` on a non-finite loss.
+
+    Runs under :func:`deterministic` with ``train.threads`` threads, and with the global
+    torch RNG (CPU, and the training device on CUDA) forked and seeded by
+    :func:`global_seed`: the same seed trains the same bits whatever the caller drew
+    before, and the caller's RNG state, flags and thread count are untouched afterwards.
     """
+    init_seed, data_seed = cfg.seed_pair(seed)
+    rng_devices = [_cuda_index(device)] if device.type == "cuda" else []
+    with deterministic(device, cfg.train.threads) as settings, torch.random.fork_rng(devices=rng_devices):
+        # not torch.manual_seed: it would reseed every CUDA device, beyond what fork_rng restores
+        value = global_seed(init_seed, data_seed)
+        torch.default_generator.manual_seed(value)
+        if device.type == "cuda":
+            with torch.cuda.device(rng_devices[0]):
+                torch.cuda.manual_seed(value)
+        return _train(cfg, seed, device=device, resume=resume, on_checkpoint=on_checkpoint,
+                      on_step=on_step, settings=settings)
+
+
+def _train(cfg: FamilyConfig, seed: int, *, device: torch.device, resume: dict[str, Any] | None,
+           on_checkpoint: Callable[[int, dict[str, Any]], None] | None,
+           on_step: Callable[[int, float, float], None] | None, settings: dict[str, Any]) -> TrainResult:
+    """The loop of :func:`train_seed`, inside its RNG and determinism scope."""
     init_seed, data_seed = cfg.seed_pair(seed)
     source = data_source(cfg)
     model = build_model(cfg.model, vocab_size=cfg.vocab_size, n_ctx=cfg.data.seq_len,
@@ -91,6 +206,7 @@ def train_seed(cfg: FamilyConfig, seed: int, *, device: torch.device,
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         generator.set_state(resume["generator"])
+        _set_rng_state(resume["rng"], device)
         curve = [list(r) for r in resume["curve"]]
         start, elapsed = int(resume["step"]), float(resume["elapsed"])
         log.info("seed %d: resuming at step %d of %d", seed, start, cfg.train.steps)
@@ -122,6 +238,7 @@ def train_seed(cfg: FamilyConfig, seed: int, *, device: torch.device,
                 "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                 # copies: the live state keeps changing after the callback returns
                 "optimizer": copy.deepcopy(optimizer.state_dict()), "generator": generator.get_state(),
+                "rng": _rng_state(device),
                 "curve": [list(r) for r in curve], "step": done, "elapsed": elapsed + now - t0})
     wall = elapsed + time.perf_counter() - t0
     trained_steps = tc.steps - start
@@ -132,5 +249,5 @@ def train_seed(cfg: FamilyConfig, seed: int, *, device: torch.device,
         "final_copy_loss": curve[-1][2] if curve else None,
         "wall_s": wall, "resumed_from": start,
         "tokens_per_s": tokens_per_step * trained_steps / max(time.perf_counter() - t0, 1e-9),
-        "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "device": str(device), **settings, "torch": torch.__version__, "versions": runtime_versions(),
     })

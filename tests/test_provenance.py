@@ -3,6 +3,7 @@ never hides one), and training leaves the caller's torch state as it found it.""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -198,3 +199,181 @@ def test_a_missing_harness_file_is_an_error_naming_it(harness_copy):
     (harness_copy / "family.py").unlink()
     with pytest.raises(FileNotFoundError, match="family.py"):
         harness_digest(root=harness_copy)
+
+
+# ------------------------------------------------------------- torch state while training
+
+DROPOUT_MODEL = '''
+import torch
+from torch import nn
+
+from harness.model import GPT
+
+
+class DropoutGPT(GPT):
+    """The built-in GPT with dropout on the embeddings: training draws from the global RNG."""
+
+    def __init__(self, cfg, *, vocab_size, n_ctx):
+        super().__init__(cfg, vocab_size=vocab_size, n_ctx=n_ctx)
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, tokens):
+        x = self.drop(self.embed(tokens) + self.pos_embed(torch.arange(tokens.shape[1], device=tokens.device)))
+        for block in self.blocks:
+            x = block(x)
+        return self.unembed(self.ln_final(x))
+
+
+def build(cfg, *, vocab_size, n_ctx):
+    return DropoutGPT(cfg, vocab_size=vocab_size, n_ctx=n_ctx)
+'''
+
+
+@pytest.fixture
+def dropout_family(tmp_path, monkeypatch) -> FamilyConfig:
+    """A tiny family of a user model with dropout (``model.custom``), 12 steps, checkpoints
+    every 5."""
+    name = "seedstab_test_dropout_model"
+    (tmp_path / f"{name}.py").write_text(DROPOUT_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = {**TINY, "model": {**TINY["model"], "custom": f"{name}:build"},
+           "train": {**TINY["train"], "steps": 12, "checkpoint_every": 5}}
+    try:
+        yield family_from_dict(raw)
+    finally:
+        sys.modules.pop(name, None)
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_dropout_model_resumes_bitwise(dropout_family):
+    from harness.train import train_seed
+
+    cpu = torch.device("cpu")
+    full = train_seed(dropout_family, 0, device=cpu)
+    assert same(train_seed(dropout_family, 0, device=cpu).state_dict, full.state_dict)
+    saved: dict[int, dict] = {}
+    train_seed(dropout_family, 0, device=cpu, on_checkpoint=lambda step, p: saved.setdefault(step, p))
+    assert sorted(saved) == [5, 10]
+    assert isinstance(saved[5]["rng"]["cpu"], torch.Tensor) and saved[5]["rng"]["cuda"] is None
+    torch.rand(7)  # the caller's draws between the two runs change nothing
+    for step in (5, 10):
+        resumed = train_seed(dropout_family, 0, device=cpu, resume=saved[step])
+        assert resumed.log["resumed_from"] == step
+        assert same(resumed.state_dict, full.state_dict), f"resumed at step {step}"
+        assert resumed.log["curve"] == full.log["curve"]
+
+
+def test_the_dropout_model_draws_from_the_seeded_global_rng(dropout_family, monkeypatch):
+    import harness.train
+
+    cpu = torch.device("cpu")
+    full = train_seed_state(dropout_family, cpu)
+    monkeypatch.setattr(harness.train, "global_seed", lambda init, data: 12345)
+    assert not same(train_seed_state(dropout_family, cpu), full), "dropout must draw from the global RNG"
+
+
+def train_seed_state(cfg: FamilyConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    from harness.train import train_seed
+
+    return train_seed(cfg, 0, device=device).state_dict
+
+
+def test_a_dropout_model_resumes_bitwise_through_the_store(dropout_family, tmp_path):
+    """The RNG states survive the store's checkpoint files (weights-only payloads)."""
+    from harness.family import obtain_family
+    from harness.store import Store
+    from harness.train import train_seed
+
+    cfg = dropout_family.replace(seeds=[0])
+    store = Store(tmp_path / "store")
+    saved: dict[int, dict] = {}
+    train_seed(cfg, 0, device=torch.device("cpu"), on_checkpoint=lambda step, p: saved.setdefault(step, p))
+    store.save_checkpoint(store_fingerprint(cfg), "cpu-t1", cfg.seed_key(0), step=5, payload=saved[5])
+    fam = obtain_family(cfg, store=store)
+    assert fam.seeds[0].log["resumed_from"] == 5
+    assert same(fam.seeds[0].model.state_dict(), train_seed(cfg, 0, device=torch.device("cpu")).state_dict)
+
+
+def test_training_leaves_the_callers_global_rng_alone(dropout_family):
+    from harness.train import train_seed
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_seed(dropout_family, 0, device=torch.device("cpu"))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_global_seed_is_fixed_per_seed_pair():
+    from harness.train import global_seed
+
+    assert global_seed(0, 0) == global_seed(0, 0)
+    assert len({global_seed(0, 0), global_seed(0, 1), global_seed(1, 0), global_seed(1, 1)}) == 4
+    assert all(0 <= global_seed(i, j) < 2**63 for i in range(3) for j in range(3))
+
+
+@pytest.fixture
+def caller_settings():
+    """The caller's own torch settings (2 threads, deterministic off), restored after."""
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+
+
+def test_obtain_family_restores_the_callers_torch_settings(tmp_path, caller_settings):
+    from harness.family import obtain_family
+
+    fam = obtain_family(tiny(), store=tmp_path / "store")
+    assert torch.get_num_threads() == 2 and not torch.are_deterministic_algorithms_enabled()
+    log = fam.seeds[0].log
+    assert log["threads"] == 1 and log["deterministic"] is True and log["deterministic_warn_only"] is False
+    assert log["versions"] == runtime_versions()
+    # loading from the store restores them as well
+    assert obtain_family(tiny(), store=tmp_path / "store").trained_now == 0
+    assert torch.get_num_threads() == 2 and not torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    obtain_family(tiny(), store=tmp_path / "store")
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+def test_settings_are_restored_when_training_diverges(tmp_path, caller_settings):
+    from harness.family import obtain_family
+    from harness.train import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged):
+        obtain_family(tiny(lr=1e12, steps=50), store=tmp_path / "store")
+    assert torch.get_num_threads() == 2 and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_cuda_settings_and_workspace_variable_are_restored(monkeypatch):
+    """The CUDA switches are plain attributes: set inside, restored after, even without a GPU."""
+    from harness.train import deterministic
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    monkeypatch.setattr(cudnn, "benchmark", True)
+    monkeypatch.setattr(matmul, "allow_tf32", True)
+    monkeypatch.setattr(cudnn, "allow_tf32", True)
+    with pytest.raises(RuntimeError, match="inside"):
+        with deterministic(torch.device("cuda"), 1) as settings:
+            assert settings["cublas_workspace_config"] == ":4096:8"
+            assert (cudnn.deterministic, cudnn.benchmark, matmul.allow_tf32, cudnn.allow_tf32) == \
+                (True, False, False, False)
+            assert settings["tf32_matmul"] is False and settings["cudnn_benchmark"] is False
+            raise RuntimeError("inside")
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    assert (cudnn.deterministic, cudnn.benchmark, matmul.allow_tf32, cudnn.allow_tf32) == (False, True, True, True)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    with deterministic(torch.device("cuda"), 1) as settings:
+        assert settings["cublas_workspace_config"] == ":16:8", "a user's own setting is kept"
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
