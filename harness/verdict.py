@@ -382,7 +382,7 @@ def _tolerance(tolerance: float | Mapping[str, float], name: str) -> float:
     t = tolerance.get(name, tolerance.get("default")) if isinstance(tolerance, Mapping) else tolerance
     if t is None:
         raise ValueError(f"tolerance: no entry for metric {name!r} and no 'default'")
-    return float(t)
+    return t  # checked by check_parameters before use
 
 
 def plan(reference: Mapping[str, Measurement], *, metrics: Sequence[str],
@@ -510,7 +510,7 @@ def decide(reference: Mapping[str, Measurement], candidate: Mapping[str, Measure
                        paired=paired, alpha=alpha, n_rows=n_rows, tolerance=tol, min_p=min_p)
             row = Row(metric=u.metric, layer=layer, reference=sign * float(u.ref[:, i].mean()),
                       candidate=sign * float(u.cand[:, i].mean()), delta=d, lo=lo, hi=hi,
-                      p=float(p[j]), tolerance=tol, alpha=alpha, mde=mde,
+                      p=float(p[j]), tolerance=float(tol), alpha=alpha, mde=mde,
                       regressed=bool(worse > tol and p[j] < alpha),
                       higher_is_better=u.higher_is_better)
             rows.append(row)
