@@ -22,7 +22,16 @@ simulated families). Jackknife pseudo-values ps_k = M T - (M - 1) T_(-k) average
 family mean T and behave like independent per-seed values (~ T + 2 h1(k)); the same
 simulation rejected 4% (paired) and 3-6% (unpaired).
 
-- several layers at once: ``holm`` or the ``max_statistic`` option (max-T permutation).
+- several layers at once: ``holm`` or the ``max_statistic`` option (max-T permutation);
+  several metrics and layers at once: :func:`joint_paired` / :func:`joint_unpaired`, one
+  max-T test over every row with the same sign patterns or label splits for all of them, so
+  the smallest attainable p-value stays 1/2^M (paired) or 1/C(Ma+Mb, Mb) (unpaired) however
+  many rows are tested. :func:`min_attainable_p` and :func:`seeds_needed` say whether a test
+  can reject at all; :class:`Underpowered` is raised by callers when it cannot.
+- functions of family means (a depth spread) and their differences between families:
+  :func:`function_pseudovalues`, :func:`function_difference`; one-sided bounds for
+  non-inferiority: :func:`difference_lower_bound`; where the minimum over layers lies:
+  :func:`bootstrap_argmin` (the Multi-Bootstrap, since the position of a minimum is not smooth).
 
 All randomness comes from an explicit ``numpy.random.Generator``.
 """
@@ -51,6 +60,17 @@ __all__ = [
     "paired_difference_per_seed",
     "permutation_difference",
     "holm",
+    "Underpowered",
+    "JointTest",
+    "min_attainable_p",
+    "seeds_needed",
+    "joint_paired",
+    "joint_unpaired",
+    "function_pseudovalues",
+    "function_difference",
+    "difference_lower_bound",
+    "bootstrap_argmin",
+    "bootstrap_argmin_per_seed",
 ]
 
 Alternative = Literal["greater", "less", "two-sided"]
@@ -106,7 +126,9 @@ class Comparison:
     label-permutation (unpaired) test for ``alternative``; per element when delta is an
     array, adjusted for the elements jointly when ``max_statistic`` was requested
     (``method`` says so). ``n_perm`` is the number of sign/label patterns used; ``exact``
-    whether they were all enumerated.
+    whether they were all enumerated. ``adjustment``: how ``p_value`` was corrected for
+    multiplicity: ``"none"``, ``"holm"`` (across this comparison's elements) or ``"max-t"``
+    (jointly over ``n_rows`` rows, which may span several metrics).
     """
 
     delta: float | np.ndarray
@@ -120,10 +142,50 @@ class Comparison:
     n_boot: int
     n_perm: int
     exact: bool
+    adjustment: str = "none"
+    n_rows: int = 1
+
+    @property
+    def paired(self) -> bool:
+        return not isinstance(self.n_seeds, tuple)
+
+    @property
+    def min_p(self) -> float:
+        """The smallest p-value this test could have returned with its seeds, patterns and
+        adjustment, whatever the data: 1/2^M (paired) or 1/C(Ma+Mb, Mb) (unpaired) when
+        exact (twice that two-sided where the patterns are symmetric), 1/(n_perm + 1) for
+        Monte-Carlo patterns; Holm multiplies it by the number of elements, max-T leaves it."""
+        if self.exact:
+            p = 1.0 / self.n_perm
+            if self.alternative == "two-sided" and (self.paired or self.n_seeds[0] == self.n_seeds[1]):
+                p *= 2.0  # flipping every sign (swapping the labels) gives the same |statistic|
+        else:
+            p = 1.0 / (self.n_perm + 1)
+        if self.adjustment == "holm":
+            p *= max(1, int(np.size(self.p_value)))
+        return min(1.0, p)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (arrays become nested lists)."""
         return {k: _jsonable(getattr(self, k)) for k in self.__dataclass_fields__}
+
+
+class Underpowered(ValueError):
+    """A test that cannot reject at the requested alpha with these seeds (its smallest
+    attainable p-value is not below alpha), so a check built on it could never fail; the
+    message names the seed counts, the rows, that p-value and the seed count that would do."""
+
+
+@dataclass(frozen=True, eq=False)
+class JointTest:
+    """Max-T adjusted p-values [R] of one joint test over R rows (:func:`joint_paired`,
+    :func:`joint_unpaired`); ``n_perm`` patterns, ``exact`` when all were enumerated."""
+
+    p_value: np.ndarray
+    n_perm: int
+    exact: bool
+    n_rows: int
+    method: str
 
 
 # ----------------------------------------------------------------------------- validation
@@ -143,9 +205,11 @@ def _pairwise(x: Any, *, name: str) -> np.ndarray:
     if not np.isfinite(off).all():
         bad = np.argwhere(~np.isfinite(a) & ~np.eye(m, dtype=bool).reshape(
             (m, m) + (1,) * (a.ndim - 2)))[0]
+        where = f" at element {tuple(int(i) for i in bad[2:])} (e.g. the layer)" if a.ndim > 2 else ""
         raise ValueError(
-            f"{name}: off-diagonal entry {tuple(int(i) for i in bad)} is NaN or inf; every "
-            "distinct seed pair needs a value (only the diagonal may be NaN)"
+            f"{name}: off-diagonal entry {tuple(int(i) for i in bad)} (seed pair "
+            f"({int(bad[0])}, {int(bad[1])}){where}) is NaN or inf; every distinct seed pair "
+            "needs a value (only the diagonal may be NaN)"
         )
     a = a.copy()
     a[np.arange(m), np.arange(m)] = 0.0  # never read: weights on the diagonal are 0
@@ -471,17 +535,38 @@ def jackknife_t_function(pairwise: Any, fn: Any, *, ci: float = 0.95) -> Estimat
     this is exactly :func:`seed_jackknife_t` applied through fn. Not for non-smooth
     statistics such as the position of a minimum (use the Multi-Bootstrap there).
     """
-    x = _pairwise(pairwise, name="pairwise")
-    m = x.shape[0]
-    _min_seeds_for_test(m, name="pairwise")
-    total = x.sum(axis=(0, 1))  # the diagonal is zeroed by _pairwise
-    full = np.asarray(fn(total / (m * (m - 1))), dtype=np.float64)
-    minus = np.stack([np.asarray(fn((total - x[k].sum(axis=0) - x[:, k].sum(axis=0))
-                                    / ((m - 1) * (m - 2))), dtype=np.float64) for k in range(m)])
-    ps = m * full - (m - 1) * minus  # (M, ...)
+    _check_ci(ci)
+    full, ps = function_pseudovalues(pairwise, fn)
     lo, hi = _t_interval(ps, full, ci)
     return Estimate(value=_scalar_or_array(full), lo=_scalar_or_array(lo), hi=_scalar_or_array(hi),
-                    n_seeds=m, n_boot=0, ci=float(ci), method="jackknife-t of a function of family means")
+                    n_seeds=ps.shape[0], n_boot=0, ci=float(ci),
+                    method="jackknife-t of a function of family means")
+
+
+def function_pseudovalues(values: Any, fn: Any, *, pairwise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Jackknife pseudo-values of a function of the family means.
+
+    values: pairwise [M, M, ...] (``pairwise=True``, M >= 3) or per-seed [M, ...] (M >= 2).
+    Returns (T, ps): T = fn(family mean) with fn's output shape [...], and ps [M, ...] with
+    ps_k = M T - (M - 1) T_(-k), T_(-k) = fn(family mean without seed k). The ps are the
+    seed-level units of T (close to independent across seeds); their spread gives T's
+    jackknife standard error sd(ps) / sqrt(M).
+    """
+    if pairwise:
+        x = _pairwise(values, name="pairwise")
+        m = x.shape[0]
+        _min_seeds_for_test(m, name="pairwise")
+        total = x.sum(axis=(0, 1))  # the diagonal is zeroed by _pairwise
+        full = np.asarray(fn(total / (m * (m - 1))), dtype=np.float64)
+        minus = np.stack([np.asarray(fn((total - x[k].sum(axis=0) - x[:, k].sum(axis=0))
+                                        / ((m - 1) * (m - 2))), dtype=np.float64) for k in range(m)])
+    else:
+        v = _per_seed(values, name="values")
+        m = v.shape[0]
+        total = v.sum(axis=0)
+        full = np.asarray(fn(total / m), dtype=np.float64)
+        minus = np.stack([np.asarray(fn((total - v[k]) / (m - 1)), dtype=np.float64) for k in range(m)])
+    return full, m * full - (m - 1) * minus  # (...), (M, ...)
 
 
 # ----------------------------------------------------------------------------- tests
@@ -631,13 +716,15 @@ def _sign_flip(d: np.ndarray, delta: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     scale = np.sqrt((d * d).sum(axis=0))  # (...) invariant under sign flips
     p = _p_values(null, delta, alternative=alternative, max_statistic=max_statistic,
                   scale=scale, exact=exact)
-    if max_statistic and delta.ndim > 0:
+    joint = max_statistic and delta.ndim > 0
+    if joint:
         method += " (max-T adjusted)"
     return Comparison(
         delta=_scalar_or_array(np.asarray(delta)), lo=_scalar_or_array(lo),
         hi=_scalar_or_array(hi), p_value=_scalar_or_array(np.asarray(p, dtype=np.float64)),
         n_seeds=m, alternative=alternative, method=method, ci=float(ci), n_boot=n_boot,
-        n_perm=int(signs.shape[0]), exact=exact,
+        n_perm=int(signs.shape[0]), exact=exact, adjustment="max-t" if joint else "none",
+        n_rows=int(np.size(delta)) if joint else 1,
     )
 
 
@@ -728,13 +815,15 @@ def permutation_difference(
     method = ("Welch t CI" if ci_method == "jackknife-t" else
               "seed bootstrap CI" + (" (multi-bootstrap)" if pairwise else "")) + \
         "; seed-label permutation test" + (" on seed pseudo-values" if pairwise else "")
-    if max_statistic and delta.ndim > 0:
+    joint = max_statistic and delta.ndim > 0
+    if joint:
         method += " (max-T adjusted)"
     return Comparison(
         delta=_scalar_or_array(np.asarray(delta)), lo=_scalar_or_array(lo),
         hi=_scalar_or_array(hi), p_value=_scalar_or_array(np.asarray(p, dtype=np.float64)),
         n_seeds=(ma, mb), alternative=alternative, method=method, ci=float(ci),
         n_boot=n_boot, n_perm=int(masks.shape[0]), exact=exact,
+        adjustment="max-t" if joint else "none", n_rows=int(np.size(delta)) if joint else 1,
     )
 
 
@@ -755,3 +844,225 @@ def holm(pvalues: Any) -> np.ndarray:
     out = np.empty(n)
     out[order] = adj
     return out.reshape(p.shape)
+
+
+# ----------------------------------------------------------------------------- power
+
+
+def _check_count(n: Any, *, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name}: expected a positive number of seeds, got {n!r}")
+    return int(n)
+
+
+def min_attainable_p(n_a: int, n_b: int, *, paired: bool, n_perm: int = 10000,
+                     alternative: str = "greater") -> float:
+    """The smallest p-value a seed-level test can return with these seed counts, whatever
+    the data (max-T over any number of rows leaves it unchanged).
+
+    Paired (n_a == n_b == M): 1/2^M when the 2^M sign flips are enumerated (2^M <=
+    EXACT_LIMIT), unpaired: 1/C(n_a + n_b, n_b) when the label splits are; otherwise
+    1/(n_perm + 1), the Monte-Carlo floor. Two-sided exact tests double it where the
+    patterns come in mirrored pairs (paired always, unpaired when n_a == n_b).
+    """
+    n_a, n_b = _check_count(n_a, name="n_a"), _check_count(n_b, name="n_b")
+    _check_alternative(alternative)
+    if isinstance(n_perm, bool) or not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
+        raise ValueError(f"n_perm: expected a positive int, got {n_perm!r}")
+    if paired and n_a != n_b:
+        raise ValueError(f"paired: a paired test needs the same seeds in both families, got "
+                         f"{n_a} and {n_b}")
+    n_patterns = 2 ** n_a if paired else math.comb(n_a + n_b, n_b)
+    if n_patterns > EXACT_LIMIT:
+        return 1.0 / (n_perm + 1)
+    mirrored = alternative == "two-sided" and (paired or n_a == n_b)
+    return min(1.0, (2.0 if mirrored else 1.0) / n_patterns)
+
+
+def seeds_needed(n_a: int, *, paired: bool, alpha: float, n_perm: int = 10000,
+                 alternative: str = "greater", min_seeds: int = 3) -> int:
+    """The smallest candidate seed count (>= ``min_seeds``) whose test can reach p < alpha:
+    paired, both families with that many seeds; unpaired, against ``n_a`` reference seeds.
+    Raises ValueError when no seed count can (the Monte-Carlo floor 1/(n_perm + 1) is not
+    below alpha); raise n_perm then."""
+    n_a = _check_count(n_a, name="n_a")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha: expected a level strictly between 0 and 1, got {alpha!r}")
+    n = max(1, int(min_seeds))
+    while True:
+        p = min_attainable_p(n if paired else n_a, n, paired=paired, n_perm=n_perm,
+                             alternative=alternative)
+        if p < alpha:
+            return n
+        exact_left = (2 ** n if paired else math.comb(n_a + n, n)) > EXACT_LIMIT
+        if exact_left:  # Monte-Carlo from here on: the floor no longer falls with more seeds
+            raise ValueError(f"no seed count reaches alpha {alpha:g}: with Monte-Carlo patterns the "
+                             f"smallest p-value is 1/(n_perm + 1) = {p:.3g}; raise n_perm")
+        n += 1
+
+
+# ----------------------------------------------------------------------------- joint tests
+
+
+def _units(x: Any, *, name: str) -> np.ndarray:
+    """Seed-level units [M, R] (finite, M >= 2)."""
+    a = _per_seed(x, name=name)
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected seed-level units [M, R] (rows of every metric and "
+                         f"layer side by side), got shape {a.shape}")
+    return a
+
+
+def _orientation(orientation: Any, r: int) -> np.ndarray:
+    if orientation is None:
+        return np.ones(r)
+    o = np.asarray(orientation, dtype=np.float64).reshape(-1)
+    if o.shape != (r,) or not np.all(np.abs(o) == 1.0):
+        raise ValueError(f"orientation: expected {r} entries of +1 or -1 (one per row), got "
+                         f"{np.asarray(orientation).tolist()}")
+    return o
+
+
+def joint_paired(units_a: Any, units_b: Any, *, alternative: Alternative = "greater",
+                 orientation: Any = None, n_perm: int = 10000,
+                 generator: np.random.Generator) -> JointTest:
+    """One sign-flip max-T test over every row of a paired comparison.
+
+    units_a, units_b: [M, R] seed-level units (jackknife pseudo-values or per-seed values;
+    seed k of a pairs with seed k of b), rows = every requested metric and layer side by
+    side. Row r's statistic is o_r · mean_k (b - a)_kr, o = ``orientation`` (+1 / -1 per
+    row, e.g. so that 'worse' is negative for every metric whatever its direction),
+    standardised by sqrt(sum_k d_kr^2) (invariant under sign flips); the same sign patterns
+    flip every row, and each row's p-value is the share of patterns whose maximum over rows
+    reaches the row's statistic. That controls the family-wise error over all R rows and
+    keeps the smallest attainable p at 1/2^M (exact) however many rows there are.
+    Returns :class:`JointTest` with p_value [R].
+    """
+    _check_alternative(alternative)
+    a, b = _units(units_a, name="units_a"), _units(units_b, name="units_b")
+    if a.shape != b.shape:
+        raise ValueError(f"units_b: shape {b.shape} differs from units_a {a.shape}; a paired "
+                         "test needs the same seeds and rows in both families")
+    _check_test(n_boot=1, ci=0.95, generator=generator, alternative=alternative,
+                ci_method="jackknife-t", n_perm=n_perm)
+    m, r = a.shape
+    d = (b - a) * _orientation(orientation, r)  # (M, R)
+    signs, exact = _sign_patterns(m, n_perm, generator)  # (N, M)
+    null = signs @ d / m  # (N, R)
+    p = _p_values(null, d.mean(axis=0), alternative=alternative, max_statistic=True,
+                  scale=np.sqrt((d * d).sum(axis=0)), exact=exact)
+    return JointTest(p_value=np.asarray(p, dtype=np.float64), n_perm=int(signs.shape[0]), exact=exact,
+                     n_rows=r, method=f"joint sign-flip max-T over {r} rows")
+
+
+def joint_unpaired(units_a: Any, units_b: Any, *, alternative: Alternative = "greater",
+                   orientation: Any = None, n_perm: int = 10000,
+                   generator: np.random.Generator) -> JointTest:
+    """One seed-label permutation max-T test over every row of an unpaired comparison.
+
+    units_a [Ma, R], units_b [Mb, R]: seed-level units of two families with different
+    seeds. Row r's statistic is o_r · (mean b - mean a), standardised by the pooled spread
+    (invariant under relabelling); the same label splits are applied to every row (all
+    C(Ma+Mb, Mb) when that is <= EXACT_LIMIT), so the smallest attainable p stays
+    1/C(Ma+Mb, Mb) however many rows. Returns :class:`JointTest` with p_value [R].
+    """
+    _check_alternative(alternative)
+    a, b = _units(units_a, name="units_a"), _units(units_b, name="units_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"units_b: {b.shape[1]} rows but units_a has {a.shape[1]}; both families "
+                         "must report the same metrics and layers")
+    _check_test(n_boot=1, ci=0.95, generator=generator, alternative=alternative,
+                ci_method="jackknife-t", n_perm=n_perm)
+    ma, mb, r = a.shape[0], b.shape[0], a.shape[1]
+    o = _orientation(orientation, r)
+    pooled = np.concatenate([a, b], axis=0) * o  # (Ma+Mb, R)
+    masks, exact = _label_splits(ma, mb, n_perm, generator)  # (N, Ma+Mb)
+    null = (masks @ pooled) / mb - (~masks @ pooled) / ma  # (N, R)
+    observed = pooled[ma:].mean(axis=0) - pooled[:ma].mean(axis=0)
+    p = _p_values(null, observed, alternative=alternative, max_statistic=True,
+                  scale=pooled.std(axis=0), exact=exact)
+    return JointTest(p_value=np.asarray(p, dtype=np.float64), n_perm=int(masks.shape[0]), exact=exact,
+                     n_rows=r, method=f"joint seed-label permutation max-T over {r} rows")
+
+
+# ----------------------------------------------------------------------------- intervals
+
+
+def function_difference(values_a: Any, values_b: Any, fn: Any, *, pairwise: bool = True,
+                        paired: bool = False, ci: float = 0.95) -> Estimate:
+    """fn(family means of b) - fn(family means of a) with a t interval over the jackknife
+    pseudo-values of fn (:func:`function_pseudovalues`; e.g. the depth spread of two
+    families of different depth: fn reduces each to a scalar, so their layer counts may
+    differ). ``paired`` (same seeds): t over ps_b - ps_a with M - 1 degrees of freedom;
+    else Welch's interval. n_seeds: M (paired) or Ma + Mb."""
+    _check_ci(ci)
+    ta, psa = function_pseudovalues(values_a, fn, pairwise=pairwise)
+    tb, psb = function_pseudovalues(values_b, fn, pairwise=pairwise)
+    if ta.shape != tb.shape:
+        raise ValueError(f"fn gives shape {ta.shape} for values_a but {tb.shape} for values_b")
+    delta = tb - ta
+    if paired:
+        if psa.shape != psb.shape:
+            raise ValueError(f"paired: values_a has {psa.shape[0]} seeds and values_b {psb.shape[0]}; "
+                             "a paired difference needs the same seeds")
+        lo, hi = _t_interval(psb - psa, delta, ci)
+        method, n = "paired jackknife-t of a function of family means", psa.shape[0]
+    else:
+        lo, hi = _welch_interval(psa, psb, delta, ci)
+        method, n = "Welch t over jackknife pseudo-values of a function of family means", \
+            psa.shape[0] + psb.shape[0]
+    return Estimate(value=_scalar_or_array(delta), lo=_scalar_or_array(np.asarray(lo)),
+                    hi=_scalar_or_array(np.asarray(hi)), n_seeds=n, n_boot=0, ci=float(ci), method=method)
+
+
+def difference_lower_bound(units_a: Any, units_b: Any, *, paired: bool,
+                           alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided (1 - alpha) lower confidence bound of mean(b) - mean(a) over seed-level units
+    [Ma, ...] / [Mb, ...] (pseudo-values or per-seed values). Paired (same seeds): Student-t
+    over b_k - a_k; unpaired: Welch. Returns (delta [...], lower [...])."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha: expected a one-sided level strictly between 0 and 0.5 (e.g. "
+                         f"0.05), got {alpha!r}")
+    a, b = _per_seed(units_a, name="units_a"), _per_seed(units_b, name="units_b")
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"units_b: per-seed shape {b.shape[1:]} differs from units_a {a.shape[1:]}")
+    delta = b.mean(axis=0) - a.mean(axis=0)
+    if paired:
+        if a.shape != b.shape:
+            raise ValueError(f"paired: units_a has {a.shape[0]} seeds and units_b {b.shape[0]}; a "
+                             "paired bound needs the same seeds")
+        lower, _ = _t_interval(b - a, delta, 1.0 - 2.0 * alpha)
+    else:
+        lower, _ = _welch_interval(a, b, delta, 1.0 - 2.0 * alpha)
+    return np.asarray(delta, dtype=np.float64), np.asarray(lower, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- position of a minimum
+
+
+def bootstrap_argmin(pairwise: Any, *, n_boot: int = 2000,
+                     generator: np.random.Generator) -> np.ndarray:
+    """How often each layer is the minimum: pairwise [M, M, L] -> int64 counts [L] summing to
+    n_boot. Each replicate resamples seeds with replacement and recomputes the per-layer
+    family means over pairs of distinct original seeds (the Multi-Bootstrap); the argmin
+    of those means is counted. The position of a minimum is not a smooth statistic, so no
+    jackknife here; counts / n_boot is the bootstrap probability of each layer."""
+    x = _pairwise(pairwise, name="pairwise")
+    if x.ndim != 3:
+        raise ValueError(f"pairwise: expected [M, M, L] (one value per layer), got {x.shape}")
+    _check_common(n_boot=n_boot, ci=0.95, generator=generator)
+    counts = _seed_counts(x.shape[0], n_boot, generator, min_distinct=2)
+    boot = _boot_pairwise(x, counts, None, None)  # (B, L)
+    return np.bincount(boot.argmin(axis=1), minlength=x.shape[2]).astype(np.int64)
+
+
+def bootstrap_argmin_per_seed(values: Any, *, n_boot: int = 2000,
+                              generator: np.random.Generator) -> np.ndarray:
+    """:func:`bootstrap_argmin` for per-seed values [M, L] (a seed bootstrap of the mean)."""
+    v = _per_seed(values, name="values")
+    if v.ndim != 2:
+        raise ValueError(f"values: expected [M, L] (one value per layer), got {v.shape}")
+    _check_common(n_boot=n_boot, ci=0.95, generator=generator)
+    counts = _seed_counts(v.shape[0], n_boot, generator, min_distinct=1)
+    boot = _boot_per_seed(v, counts, None, None)  # (B, L)
+    return np.bincount(boot.argmin(axis=1), minlength=v.shape[1]).astype(np.int64)

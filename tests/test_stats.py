@@ -479,3 +479,190 @@ def test_paired_ci_is_a_t_interval_over_the_test_units() -> None:
     assert (c2.lo, c2.hi) == (pytest.approx(ref2.low, abs=1e-12), pytest.approx(ref2.high, abs=1e-12))
     boot = paired_difference(a, b, generator=rng, n_boot=200, ci_method="multi-bootstrap")
     assert boot.n_boot == 200 and "multi-bootstrap" in boot.method
+
+
+# ----------------------------------------------------------------------------- power and joint tests
+
+
+def test_min_attainable_p_and_seeds_needed() -> None:
+    from harness.stats import EXACT_LIMIT, min_attainable_p, seeds_needed
+
+    assert min_attainable_p(6, 6, paired=True) == pytest.approx(1 / 64)
+    assert min_attainable_p(4, 4, paired=True) == pytest.approx(1 / 16)
+    assert min_attainable_p(6, 6, paired=True, alternative="two-sided") == pytest.approx(2 / 64)
+    assert min_attainable_p(3, 3, paired=False) == pytest.approx(1 / 20)
+    assert min_attainable_p(3, 3, paired=False, alternative="two-sided") == pytest.approx(2 / 20)
+    assert min_attainable_p(3, 4, paired=False, alternative="two-sided") == pytest.approx(1 / 35)
+    assert 2 ** 13 > EXACT_LIMIT and min_attainable_p(13, 13, paired=True, n_perm=999) == pytest.approx(1 / 1000)
+    assert seeds_needed(4, paired=True, alpha=0.05) == 5  # 1/32 < 0.05 <= 1/16
+    assert seeds_needed(4, paired=True, alpha=0.05, alternative="two-sided") == 6  # 2/64 < 0.05
+    assert seeds_needed(3, paired=False, alpha=0.05) == 4  # 1/20 is not below 0.05, 1/35 is
+    with pytest.raises(ValueError, match="raise n_perm"):
+        seeds_needed(4, paired=True, alpha=1e-4, n_perm=999)
+    with pytest.raises(ValueError, match="same seeds"):
+        min_attainable_p(4, 5, paired=True)
+
+
+def test_comparison_knows_its_smallest_attainable_p() -> None:
+    rng = np.random.default_rng(40)
+    a = simulated_family(rng, 6, shape=(2,))
+    b = a + 0.01
+    one = paired_difference(a, b, generator=rng, alternative="greater")
+    assert one.min_p == pytest.approx(1 / 64) and one.adjustment == "none"
+    assert paired_difference(a, b, generator=rng).min_p == pytest.approx(2 / 64)
+    joint = paired_difference(a, b, generator=rng, alternative="greater", max_statistic=True)
+    assert joint.adjustment == "max-t" and joint.n_rows == 2 and joint.min_p == pytest.approx(1 / 64)
+    import dataclasses
+
+    assert dataclasses.replace(one, adjustment="holm").min_p == pytest.approx(2 / 64)  # x 2 layers
+    un = permutation_difference(np.zeros(3), np.ones(4), generator=rng, alternative="greater")
+    assert not un.paired and un.min_p == pytest.approx(1 / 35)
+
+
+def _two_metric_family(rng: np.random.Generator, m: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Paired seed-level units [M, 4] of two families: 2 metrics x 2 layers, rows correlated."""
+    shared = rng.normal(size=(m, 1))
+    a = 0.5 * shared + rng.normal(size=(m, 4))
+    b = a + shift + 0.3 * rng.normal(size=(m, 4))
+    return a, b
+
+
+def test_joint_max_t_reaches_one_over_2_to_the_m_where_holm_cannot() -> None:
+    """6 paired seeds, 2 metrics x 2 layers, every seed better in every row: the joint max-T
+    p-value is 1/64 for the strongest row and below 0.05 for all; Holm across each metric's
+    two layers gives at best 2/64, above the alpha/2 = 0.025 a per-metric split leaves."""
+    from harness.stats import joint_paired
+
+    rng = np.random.default_rng(41)
+    a, b = _two_metric_family(rng, 6, shift=0.0)
+    b = a + np.abs(rng.normal(0.5, 0.05, size=a.shape))  # every difference positive
+    joint = joint_paired(a, b, alternative="greater", generator=rng)
+    assert joint.exact and joint.n_perm == 64 and joint.n_rows == 4
+    assert joint.p_value.min() == pytest.approx(1 / 64)
+    assert np.all(joint.p_value < 0.05)
+    for cols in ((0, 1), (2, 3)):
+        per_metric = paired_difference_per_seed(a[:, cols], b[:, cols], generator=rng, alternative="greater")
+        assert holm(per_metric.p_value).min() == pytest.approx(2 / 64)
+        assert holm(per_metric.p_value).min() >= 0.05 / 2
+
+
+def test_joint_tests_against_brute_force() -> None:
+    """Max-T over rows by a slow loop over every sign pattern / label split."""
+    import itertools
+
+    from harness.stats import joint_paired, joint_unpaired
+
+    rng = np.random.default_rng(42)
+    a, b = rng.normal(size=(5, 3)), rng.normal(0.4, 1.0, size=(5, 3))
+    orient = np.array([1.0, -1.0, 1.0])
+    d = (b - a) * orient
+    scale = np.sqrt((d ** 2).sum(axis=0))
+    obs = d.mean(axis=0) / scale
+    mx = [max((np.array(s)[:, None] * d).mean(axis=0) / scale) for s in itertools.product([1, -1], repeat=5)]
+    want = [np.mean([x >= o - 1e-12 for x in mx]) for o in obs]
+    got = joint_paired(a, b, orientation=orient, generator=rng)
+    np.testing.assert_allclose(got.p_value, want, atol=1e-12)
+
+    ua, ub = rng.normal(size=(3, 2)), rng.normal(0.5, 1.0, size=(4, 2))
+    pooled = np.concatenate([ua, ub])
+    scale = pooled.std(axis=0)
+    obs = np.abs(ub.mean(axis=0) - ua.mean(axis=0)) / scale
+    mx = []
+    for idx in itertools.combinations(range(7), 4):
+        mask = np.zeros(7, dtype=bool)
+        mask[list(idx)] = True
+        mx.append(max(np.abs(pooled[mask].mean(axis=0) - pooled[~mask].mean(axis=0)) / scale))
+    want = [np.mean([x >= o - 1e-12 for x in mx]) for o in obs]
+    got = joint_unpaired(ua, ub, alternative="two-sided", generator=rng)
+    assert got.exact and got.n_perm == 35
+    np.testing.assert_allclose(got.p_value, want, atol=1e-12)
+    with pytest.raises(ValueError, match="orientation"):
+        joint_paired(a, b, orientation=[1.0, 0.5, 1.0], generator=rng)
+    with pytest.raises(ValueError, match=r"\[M, R\]"):
+        joint_paired(a[:, 0], b[:, 0], generator=rng)
+
+
+def test_joint_tests_keep_the_family_wise_error_at_alpha() -> None:
+    """400 simulated null families (pairwise metrics with seed effects, reduced to jackknife
+    pseudo-values, 2 metrics x 2 layers side by side): the share with any row rejected at
+    0.05 stays within a binomial tolerance of alpha, paired (8 seeds) and unpaired (6 + 6)."""
+    from harness.stats import joint_paired, joint_unpaired
+
+    rng = np.random.default_rng(43)
+    n_fam, alpha = 400, 0.05
+    hits_paired = hits_unpaired = 0
+    for _ in range(n_fam):
+        shared = simulated_family(rng, 8, shape=(4,))
+        a = seed_pseudovalues(shared + simulated_family(rng, 8, mu=0.0, seed_sd=0.03, shape=(4,)))
+        b = seed_pseudovalues(shared + simulated_family(rng, 8, mu=0.0, seed_sd=0.03, shape=(4,)))
+        hits_paired += joint_paired(a, b, generator=rng, alternative="less").p_value.min() <= alpha
+        ua = seed_pseudovalues(simulated_family(rng, 6, shape=(4,)))
+        ub = seed_pseudovalues(simulated_family(rng, 6, shape=(4,)))
+        hits_unpaired += joint_unpaired(ua, ub, generator=rng).p_value.min() <= alpha
+    tol = 2.5 * np.sqrt(alpha * (1 - alpha) / n_fam)  # ~0.027
+    assert hits_paired / n_fam <= alpha + tol, hits_paired / n_fam
+    assert hits_unpaired / n_fam <= alpha + tol, hits_unpaired / n_fam
+    assert hits_paired + hits_unpaired > 0  # not vacuous: the test does reject sometimes
+
+
+# ----------------------------------------------------------------------------- intervals, argmin
+
+
+def test_function_difference_and_lower_bound_against_scipy() -> None:
+    from scipy.stats import t as student_t, ttest_ind
+
+    from harness.stats import difference_lower_bound, function_difference, function_pseudovalues
+
+    rng = np.random.default_rng(44)
+    a, b = simulated_family(rng, 6, shape=(2,)), simulated_family(rng, 5, shape=(4,))
+    b[..., 2] -= 0.3  # a wider spread
+
+    def spread(v):
+        return v.max(axis=-1) - v.min(axis=-1)
+
+    ta, psa = function_pseudovalues(a, spread)
+    tb, psb = function_pseudovalues(b, spread)
+    assert ta == pytest.approx(float(spread(family_mean(a))))
+    est = function_difference(a, b, spread)
+    ref = ttest_ind(psb, psa, equal_var=False).confidence_interval(0.95)
+    half = (ref.high - ref.low) / 2
+    assert est.value == pytest.approx(tb - ta)
+    assert (est.hi - est.lo) / 2 == pytest.approx(half, abs=1e-12)
+    assert "Welch" in est.method and est.lo > 0
+
+    ua, ub = rng.normal(size=(7, 3)), rng.normal(0.2, 1.0, size=(7, 3))
+    delta, lower = difference_lower_bound(ua, ub, paired=True, alpha=0.05)
+    d = ub - ua
+    want = d.mean(0) - student_t.ppf(0.95, 6) * d.std(0, ddof=1) / np.sqrt(7)
+    np.testing.assert_allclose(lower, want, atol=1e-12)
+    np.testing.assert_allclose(delta, d.mean(0), atol=1e-12)
+    _, lower_u = difference_lower_bound(ua, ub[:5], paired=False, alpha=0.05)
+    ref = ttest_ind(ub[:5], ua, equal_var=False, alternative="greater").confidence_interval(0.95)
+    np.testing.assert_allclose(lower_u, ref.low, atol=1e-12)
+    with pytest.raises(ValueError, match="alpha"):
+        difference_lower_bound(ua, ub, paired=True, alpha=0.6)
+
+
+def test_bootstrap_argmin() -> None:
+    from harness.stats import bootstrap_argmin, bootstrap_argmin_per_seed
+
+    rng = np.random.default_rng(45)
+    base = simulated_family(rng, 6, shape=(4,))
+    x = base + np.array([0.0, -0.2, -0.5, 0.0])  # layer 2 lowest
+    counts = bootstrap_argmin(x, n_boot=500, generator=np.random.default_rng(0))
+    assert counts.sum() == 500 and counts.argmax() == 2 and counts[2] == 500
+    # reference: each resample's means over pairs of distinct original seeds
+    draws = np.random.default_rng(0).integers(0, 6, size=(500, 6))
+    close = base + np.array([0.0, -0.5, -0.5, 0.0])
+    ref = np.zeros(4, dtype=int)
+    for s in draws:
+        vals = [close[s[i], s[j]] for i in range(6) for j in range(6) if s[i] != s[j]]
+        ref[int(np.argmin(np.mean(vals, axis=0)))] += 1
+    np.testing.assert_array_equal(bootstrap_argmin(close, n_boot=500, generator=np.random.default_rng(0)), ref)
+    assert 0 < ref[1] < 500 and 0 < ref[2] < 500  # a close call is split
+    v = rng.normal(size=(5, 3)) + np.array([0.0, -3.0, 0.0])
+    assert bootstrap_argmin_per_seed(v, n_boot=200, generator=rng)[1] == 200
+    bad = x.copy()
+    bad[0, 1, 3] = np.nan
+    with pytest.raises(ValueError, match=r"seed pair \(0, 1\) at element \(3,\)"):
+        bootstrap_argmin(bad, generator=rng)
