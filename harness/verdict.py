@@ -345,6 +345,14 @@ def _units(name: str, ref: Measurement, cand: Measurement) -> _Units:
         else:
             raise ValueError(f"{name}: the reference has shape {shape_r} per seed and the "
                              f"candidate {shape_c}; they cannot be compared")
+    layers_of = tuple(range(np.size(ref.value))) if np.ndim(ref.value) == 1 else (None,)
+    for side, m in (("reference", ref), ("candidate", cand)):
+        bad = _undefined_layers(m, layers_of)
+        if bad:
+            where = "" if bad == [None] else f" in layer(s) {bad}"
+            raise ValueError(f"{name}: the {side} has undefined (NaN) seed values{where}: a "
+                             "degenerate family (a dead layer, a diverged seed); look at the "
+                             "family's analysis before trusting any number of it")
     try:
         ur, uc = ref.unit_values(), cand.unit_values()
     except ValueError as e:
@@ -353,14 +361,23 @@ def _units(name: str, ref: Measurement, cand: Measurement) -> _Units:
     ur = sign * np.asarray(ur, dtype=float).reshape(ur.shape[0], -1)  # (Mr, R)
     uc = sign * np.asarray(uc, dtype=float).reshape(uc.shape[0], -1)  # (Mc, R)
     layers: tuple[int | None, ...] = tuple(range(ur.shape[1])) if np.ndim(ref.value) == 1 else (None,)
-    for side, u in (("reference", ur), ("candidate", uc)):
-        bad = [layers[i] for i in range(u.shape[1]) if not np.isfinite(u[:, i]).all()]
-        if bad:
-            where = "" if bad == [None] else f" in layer(s) {bad}"
-            raise ValueError(f"{name}: the {side} has undefined (NaN) seed values{where}: a "
-                             "degenerate family (a dead layer, a diverged seed); look at the "
-                             "family's analysis before trusting any number of it")
     return _Units(name, layers, ur, uc, ref.higher_is_better, note)
+
+
+def _undefined_layers(m: Measurement, layers: tuple[int | None, ...]) -> list[int | None]:
+    """The layers (None: a scalar) whose seed-level values hold NaN or inf (off the
+    diagonal, for a pairwise statistic)."""
+    if m.per_seed is not None:
+        v = np.asarray(m.per_seed, dtype=float).reshape(np.shape(m.per_seed)[0], -1)  # (M, R)
+    elif m.pairwise is not None:
+        pw = np.asarray(m.pairwise, dtype=float)
+        M = pw.shape[0]
+        v = pw[~np.eye(M, dtype=bool)].reshape(M * (M - 1), -1)  # (pairs, R)
+    else:
+        return []
+    if v.shape[1] != len(layers):
+        return []  # a shape problem, reported by the caller
+    return [layers[i] for i in range(v.shape[1]) if not np.isfinite(v[:, i]).all()]
 
 
 def _select(reference: Mapping[str, Measurement], candidate: Mapping[str, Measurement],
