@@ -37,7 +37,8 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from harness.results import Measurement
-from harness.stats import EXACT_LIMIT, paired_difference_per_seed, permutation_difference
+from harness import stats
+from harness.stats import paired_difference_per_seed, permutation_difference
 
 __all__ = ["Row", "Plan", "Verdict", "Status", "STATUSES", "FAILING", "InconclusivePolicy",
            "check_parameters", "min_attainable_p", "seeds_needed", "plan", "decide",
@@ -208,33 +209,21 @@ def check_parameters(tolerance: float, alpha: float, n_perm: int = 2000) -> None
 
 def min_attainable_p(n_reference: int, n_candidate: int, *, paired: bool,
                      n_perm: int = 2000) -> float:
-    """The smallest p-value the check's max-T test can return, for any number of rows.
-
-    Paired on M seeds: 1 / 2**M when the 2**M sign patterns are enumerated (M <= 12), else
-    1 / (n_perm + 1). Unpaired: 1 / C(Ma + Mb, Mb) when enumerated, else 1 / (n_perm + 1).
-    The max-statistic adjustment does not raise it: the observed labelling is the most
-    extreme one for the largest row whatever the other rows do.
-    """
-    if paired:
-        if n_reference != n_candidate:
-            raise ValueError(f"paired: both sides need the same seeds, got {n_reference} and "
-                             f"{n_candidate}")
-        n = 2 ** n_candidate if n_candidate <= 30 else EXACT_LIMIT + 1
-    else:
-        n = math.comb(n_reference + n_candidate, n_candidate)
-    return 1.0 / n if n <= EXACT_LIMIT else 1.0 / (n_perm + 1)
+    """The smallest p-value the check's one-sided max-T test can return, for any number of
+    rows (see :func:`harness.stats.min_attainable_p`): paired on M seeds 1 / 2**M, unpaired
+    1 / C(Ma + Mb, Mb) while the patterns are enumerated, else 1 / (n_perm + 1)."""
+    return stats.min_attainable_p(n_reference, n_candidate, paired=paired, n_perm=n_perm,
+                                  alternative="less")
 
 
 def seeds_needed(n_reference: int, *, paired: bool, alpha: float, n_perm: int = 2000) -> int | None:
     """The smallest candidate seed count whose test can reach ``alpha`` (paired: the shared
-    seed count, which the reference must have too); None if none up to 200 can."""
-    for m in range(3, _MAX_SEEDS + 1):
-        if paired:
-            if min_attainable_p(m, m, paired=True, n_perm=n_perm) < alpha:
-                return m
-        elif min_attainable_p(n_reference, m, paired=False, n_perm=n_perm) < alpha:
-            return m
-    return None
+    seed count, which the reference must have too); None if none can."""
+    try:
+        return stats.seeds_needed(n_reference, paired=paired, alpha=alpha, n_perm=n_perm,
+                                  alternative="less")
+    except ValueError:
+        return None
 
 
 def _t(q: float, df: float) -> float:
