@@ -41,55 +41,91 @@ class TrainingDiverged(RuntimeError):
 
 @contextlib.contextmanager
 def deterministic(device: torch.device, threads: int) -> Iterator[dict[str, Any]]:
-    """Deterministic kernels and ``threads`` CPU threads inside the block; on CUDA also
-    deterministic, non-benchmarking cuDNN and TF32 off. Everything is restored on exit,
-    also when the block raises, so the caller's session keeps its own settings.
+    """Deterministic kernels, ``threads`` CPU threads and full-precision fp32 math inside
+    the block; on CUDA also deterministic, non-benchmarking cuDNN. Everything is restored
+    on exit, also when the block raises, so the caller's session keeps its own settings.
 
     Saved and restored: ``torch.use_deterministic_algorithms`` (with its ``warn_only``),
-    ``torch.get_num_threads()``, and on CUDA ``cudnn.deterministic``, ``cudnn.benchmark``,
-    ``cuda.matmul.allow_tf32``, ``cudnn.allow_tf32`` and the ``CUBLAS_WORKSPACE_CONFIG``
+    ``torch.get_num_threads()``, the switches of :func:`precision_switches`, and on CUDA
+    ``cudnn.deterministic``, ``cudnn.benchmark`` and the ``CUBLAS_WORKSPACE_CONFIG``
     environment variable (set when unset, removed again afterwards). cuBLAS reads that
     variable when it first creates a handle, so it holds only if no CUDA work ran before.
     Yields :func:`determinism_settings` as they are inside the block.
     """
     cuda = device.type == "cuda"
+    cudnn = torch.backends.cudnn
     saved_algorithms = (torch.are_deterministic_algorithms_enabled(),
                         torch.is_deterministic_algorithms_warn_only_enabled())
     saved_threads = torch.get_num_threads()
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved_cuda = (cudnn.deterministic, cudnn.benchmark, matmul.allow_tf32, cudnn.allow_tf32)
+    switches = precision_switches(device)
+    saved_switches = [getattr(obj, attr) for _, obj, attr, _ in switches]
+    saved_cudnn = (cudnn.deterministic, cudnn.benchmark) if cuda else None
     workspace_was_unset = "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     try:
         if cuda:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
             cudnn.deterministic, cudnn.benchmark = True, False
-            matmul.allow_tf32, cudnn.allow_tf32 = False, False  # TF32 rounds fp32 matmuls to 10 bits
+        for _, obj, attr, pinned in switches:
+            setattr(obj, attr, pinned)
         torch.use_deterministic_algorithms(True, warn_only=False)
         torch.set_num_threads(threads)
         yield determinism_settings(device)
     finally:
         torch.use_deterministic_algorithms(saved_algorithms[0], warn_only=saved_algorithms[1])
         torch.set_num_threads(saved_threads)
-        if cuda:
-            cudnn.deterministic, cudnn.benchmark, matmul.allow_tf32, cudnn.allow_tf32 = saved_cuda
-            if workspace_was_unset:
-                os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        for (_, obj, attr, _), value in reversed(list(zip(switches, saved_switches))):
+            setattr(obj, attr, value)
+        if saved_cudnn is not None:
+            cudnn.deterministic, cudnn.benchmark = saved_cudnn
+        if cuda and workspace_was_unset:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def precision_switches(device: torch.device) -> list[tuple[str, Any, str, Any]]:
+    """``(name, object, attribute, pinned value)`` of each switch that lets fp32 math run
+    in lower precision (TF32 or bf16), with the value that keeps it full fp32.
+
+    With torch's per-backend API (``fp32_precision``, in newer torch): oneDNN's matmul, conv
+    and rnn always (a session's ``torch.set_float32_matmul_precision("medium")`` makes CPU
+    matmuls bf16) and, on CUDA, cuBLAS matmul and cuDNN conv and rnn, pinned to ``"ieee"``;
+    saving and restoring these gives back exactly what the caller had, which the legacy
+    flags, once mixed with them, do not. On older torch: ``allow_tf32`` of cuBLAS and cuDNN
+    (CUDA only), pinned to False.
+    """
+    b = torch.backends
+    if _has_fp32_precision_api():
+        backends = {"mkldnn.matmul": b.mkldnn.matmul, "mkldnn.conv": b.mkldnn.conv, "mkldnn.rnn": b.mkldnn.rnn}
+        if device.type == "cuda":
+            backends.update({"cuda.matmul": b.cuda.matmul, "cudnn.conv": b.cudnn.conv, "cudnn.rnn": b.cudnn.rnn})
+        return [(name, obj, "fp32_precision", "ieee") for name, obj in backends.items()]
+    if device.type == "cuda":
+        return [("cuda.matmul.allow_tf32", b.cuda.matmul, "allow_tf32", False),
+                ("cudnn.allow_tf32", b.cudnn, "allow_tf32", False)]
+    return []
+
+
+def _has_fp32_precision_api() -> bool:
+    b = torch.backends
+    return all(hasattr(getattr(getattr(b, mod, None), sub, None), "fp32_precision")
+               for mod, sub in (("mkldnn", "matmul"), ("mkldnn", "conv"), ("mkldnn", "rnn"),
+                                ("cudnn", "conv"), ("cudnn", "rnn"))) \
+        and hasattr(b.cuda.matmul, "fp32_precision")
 
 
 def determinism_settings(device: torch.device) -> dict[str, Any]:
     """The settings that decide the bits, as the training log records them: ``threads``,
-    ``deterministic``, ``deterministic_warn_only``; on CUDA also ``cudnn_deterministic``,
-    ``cudnn_benchmark``, ``tf32_matmul``, ``tf32_cudnn`` and ``cublas_workspace_config``."""
+    ``deterministic``, ``deterministic_warn_only``, ``fp32_math`` (``{switch name: value}``
+    of :func:`precision_switches`); on CUDA also ``cudnn_deterministic``,
+    ``cudnn_benchmark`` and ``cublas_workspace_config``."""
     out: dict[str, Any] = {
         "threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "fp32_math": {name: getattr(obj, attr) for name, obj, attr, _ in precision_switches(device)},
     }
     if device.type == "cuda":
         out.update(cudnn_deterministic=torch.backends.cudnn.deterministic,
                    cudnn_benchmark=torch.backends.cudnn.benchmark,
-                   tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
-                   tf32_cudnn=torch.backends.cudnn.allow_tf32,
                    cublas_workspace_config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
     return out
 

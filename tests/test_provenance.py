@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -355,25 +356,68 @@ def test_settings_are_restored_when_training_diverges(tmp_path, caller_settings)
 
 
 def test_cuda_settings_and_workspace_variable_are_restored(monkeypatch):
-    """The CUDA switches are plain attributes: set inside, restored after, even without a GPU."""
-    from harness.train import deterministic
+    """The CUDA switches are plain attributes: pinned inside, restored after, also when the
+    block raises, even without a GPU."""
+    from harness.train import deterministic, precision_switches
 
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    cudnn = torch.backends.cudnn
+    cuda = torch.device("cuda")
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     monkeypatch.setattr(cudnn, "deterministic", False)
     monkeypatch.setattr(cudnn, "benchmark", True)
-    monkeypatch.setattr(matmul, "allow_tf32", True)
-    monkeypatch.setattr(cudnn, "allow_tf32", True)
+    switches = precision_switches(cuda)
+    assert {name for name, *_ in switches} >= {"cuda.matmul", "cudnn.conv", "cudnn.rnn"} or \
+        {name for name, *_ in switches} == {"cuda.matmul.allow_tf32", "cudnn.allow_tf32"}
+    before = [getattr(obj, attr) for _, obj, attr, _ in switches]
     with pytest.raises(RuntimeError, match="inside"):
-        with deterministic(torch.device("cuda"), 1) as settings:
+        with deterministic(cuda, 1) as settings:
             assert settings["cublas_workspace_config"] == ":4096:8"
-            assert (cudnn.deterministic, cudnn.benchmark, matmul.allow_tf32, cudnn.allow_tf32) == \
-                (True, False, False, False)
-            assert settings["tf32_matmul"] is False and settings["cudnn_benchmark"] is False
+            assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
+            assert settings["cudnn_benchmark"] is False and settings["cudnn_deterministic"] is True
+            assert all(getattr(obj, attr) == pinned for _, obj, attr, pinned in switches)
+            assert set(settings["fp32_math"].values()) <= {"ieee", False}
             raise RuntimeError("inside")
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
-    assert (cudnn.deterministic, cudnn.benchmark, matmul.allow_tf32, cudnn.allow_tf32) == (False, True, True, True)
+    assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+    assert [getattr(obj, attr) for _, obj, attr, _ in switches] == before
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
-    with deterministic(torch.device("cuda"), 1) as settings:
+    with deterministic(cuda, 1) as settings:
         assert settings["cublas_workspace_config"] == ":16:8", "a user's own setting is kept"
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_a_sessions_lower_matmul_precision_neither_changes_the_bits_nor_is_lost(tmp_path):
+    """``set_float32_matmul_precision("medium")`` in the caller's session makes CPU matmuls
+    bf16; training pins full fp32 and gives the caller's setting back."""
+    from harness.family import obtain_family
+
+    cfg = tiny()
+    reference = obtain_family(cfg, store=tmp_path / "a")
+    try:
+        torch.set_float32_matmul_precision("medium")
+        fam = obtain_family(cfg, store=tmp_path / "b")
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert all(same(a.model.state_dict(), b.model.state_dict()) for a, b in zip(reference.seeds, fam.seeds))
+    assert set(fam.seeds[0].log["fp32_math"].values()) <= {"ieee"}
+
+
+def test_without_the_per_backend_api_the_legacy_tf32_flags_are_pinned_and_restored():
+    """Older torch has only ``allow_tf32``; run in a fresh interpreter, because writing the
+    legacy flags next to the per-backend ones leaves torch's precision getters inconsistent."""
+    code = textwrap.dedent("""
+        import torch
+        import harness.train as train
+        train._has_fp32_precision_api = lambda: False
+        m, c = torch.backends.cuda.matmul, torch.backends.cudnn
+        m.allow_tf32, c.allow_tf32 = True, True
+        assert train.precision_switches(torch.device("cpu")) == []
+        with train.deterministic(torch.device("cuda"), 1) as settings:
+            assert (m.allow_tf32, c.allow_tf32) == (False, False)
+            assert settings["fp32_math"] == {"cuda.matmul.allow_tf32": False, "cudnn.allow_tf32": False}
+        assert (m.allow_tf32, c.allow_tf32) == (True, True)
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
