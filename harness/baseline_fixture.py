@@ -81,7 +81,7 @@ def _tolerances(tolerance: float | Mapping[str, float], selected: Mapping[str, M
             check_parameters(t, alpha)
             if np.ndim(m.value) > 1:  # not the baseline's fault: say so before anything else
                 raise ValueError(f"metrics: {metric} has shape {np.shape(m.value)}; a baseline check "
-                                 "tests scalars and per-layer [L] values, reduce per-head values first")
+                                 "tests scalars and per-layer [L] values, reduce per-head values to layers first")
             out[fam][metric] = float(t)
     return out
 
@@ -176,7 +176,7 @@ class StabilityBaseline:
             write_baseline(obtained, header=hdr, measurements=selected)
             return self._finish(Verdict("invalid", reasons=(str(e),), written=(str(obtained),), **base),
                                 None, seeds)
-        reasons = stale_reasons(stored.header, hdr)
+        reasons = stale_reasons(stored.header, hdr, seeds=False)
         if not reasons:
             reasons = [f"measurement {m} of family {fam} is not in the baseline"
                        for fam, ms in selected.items() for m in ms

@@ -227,13 +227,16 @@ def _short(x: Any) -> str:
     return s if len(s) <= 12 else s[:12] + "…"
 
 
-def stale_reasons(stored_header: Mapping[str, Any], current_header: Mapping[str, Any]) -> list[str]:
+def stale_reasons(stored_header: Mapping[str, Any], current_header: Mapping[str, Any], *,
+                  seeds: bool = True) -> list[str]:
     """Why a stored baseline no longer describes its families (empty: it does). One line
     each, e.g. ``fingerprint of family adam changed: 1a2b3c4d5e6f… -> 9f8e7d6c5b4a…``.
 
     Stale: the schema, the device class, the family set, a family's fingerprint, probe
     digest or seeds, the metric code, the harness's training code, the analysis options,
-    and the torch / CUDA / cuDNN versions (they change trained weights)."""
+    and the torch / CUDA / cuDNN versions (they change trained weights). ``seeds=False``
+    when the current header describes a candidate tested against the stored one (other seeds
+    are then the point, not staleness)."""
     out: list[str] = []
     s_v, c_v = stored_header.get("schema_version"), current_header.get("schema_version")
     if s_v != c_v:
@@ -254,7 +257,7 @@ def stale_reasons(stored_header: Mapping[str, Any], current_header: Mapping[str,
             c_x = (current_header.get(key) or {}).get(fam)
             if s_x != c_x:
                 out.append(f"{what} of family {fam} changed: {_short(s_x)} -> {_short(c_x)}")
-        for key in ("seed_keys", "seeds"):
+        for key in ("seed_keys", "seeds") if seeds else ():
             s_x = (stored_header.get(key) or {}).get(fam)
             c_x = (current_header.get(key) or {}).get(fam)
             if s_x != c_x:
