@@ -22,6 +22,11 @@ class Measurement:
     ``pairwise``: ``[M, M, *value.shape]`` seed-pair values (diagonal NaN) when the statistic
     is a mean over distinct seed pairs; ``per_seed``: ``[M, *value.shape]`` when it is a
     mean over seeds. Exactly one of them is set for statistics that can be tested.
+    ``baselinable``: False for a statistic whose seed-level values are not independent seed
+    units (e.g. ``head_stability.anchor``: its CI is conditional on the anchor seed and
+    ``per_seed`` holds the M - 1 other seeds); :meth:`unit_values` refuses it, with
+    ``baseline_note`` saying what to use instead. Undefined elements (a degenerate family)
+    are NaN in value/lo/hi; ``Analysis.info["degenerate"]`` names them.
     """
 
     name: str  # dotted, e.g. "head_stability.all_anchors", "resid_cka.debiased.post"
@@ -34,6 +39,8 @@ class Measurement:
     per_seed: np.ndarray | None = None
     n_seeds: int = 0
     ci: float = 0.95
+    baselinable: bool = True
+    baseline_note: str = ""
 
     @property
     def per_layer(self) -> bool:
@@ -43,7 +50,11 @@ class Measurement:
         """Seed-level values ``[M, *shape]``, the units that seed-level tests permute and flip:
         per-seed values as they are, or for a pairwise statistic the jackknife pseudo-values
         of the family mean (they average to it exactly and are close to independent across
-        seeds; row means are not, and tests on them reject a true null ~1/3 of the time)."""
+        seeds; row means are not, and tests on them reject a true null ~1/3 of the time).
+        Raises ValueError for a measurement that is not ``baselinable``, naming why."""
+        if not self.baselinable:
+            raise ValueError(self.baseline_note or f"{self.name} has no independent seed-level values; it "
+                             "cannot be baselined or tested seed by seed")
         if self.per_seed is not None:
             return np.asarray(self.per_seed, dtype=float)
         if self.pairwise is not None:
@@ -62,6 +73,9 @@ class Measurement:
             d["pairwise"] = _list(self.pairwise)
         if self.per_seed is not None:
             d["per_seed"] = _list(self.per_seed)
+        if not self.baselinable:  # written only when set, so existing baseline files stay as they are
+            d["baselinable"] = False
+            d["baseline_note"] = self.baseline_note
         return d
 
     @classmethod
@@ -70,7 +84,8 @@ class Measurement:
         return cls(name=d["name"], value=arr("value"), lo=arr("lo"), hi=arr("hi"),
                    higher_is_better=bool(d["higher_is_better"]), description=d.get("description", ""),
                    pairwise=arr("pairwise"), per_seed=arr("per_seed"), n_seeds=int(d.get("n_seeds", 0)),
-                   ci=float(d.get("ci", 0.95)))
+                   ci=float(d.get("ci", 0.95)), baselinable=bool(d.get("baselinable", True)),
+                   baseline_note=str(d.get("baseline_note", "")))
 
 
 @dataclass(frozen=True)
