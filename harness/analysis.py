@@ -103,7 +103,12 @@ def analyze_family(family: Family, *, options: AnalysisOptions = AnalysisOptions
     t0 = time.perf_counter()
     say("capturing activations")
     cap = capture_family(family.models, tokens, seeds=[s.seed for s in family.seeds])
-    agg = _Aggregator(options)
+    agg = _Aggregator(options, seeds=cap.seeds)
+    cap, agg.bad_seeds = _finite_capture(cap)
+    if agg.bad_seeds:
+        agg.degenerate.append(f"{agg._seed_label(agg.bad_seeds)}: non-finite activations (NaN or inf); "
+                              "every statistic that involves it is NaN")
+        log.warning("%s: %s", cfg.name, agg.degenerate[-1])
     timings: dict[str, float] = {}
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
@@ -139,6 +144,7 @@ def analyze_family(family: Family, *, options: AnalysisOptions = AnalysisOptions
         "cross_layer_same_fraction": agg.extra.get("same_layer_fraction"),
         "delta_ppl": agg.extra.get("delta_ppl"),  # [M, L, H] per-head ablation effect
         "undefined_correlations": agg.extra.get("undefined_correlations", {}),  # counted as r = 0
+        "degenerate": list(agg.degenerate),  # what is NaN, and why ([] for a healthy family)
     }
     return Analysis(family=cfg.name, fingerprint=family.fingerprint, seeds=tuple(s.seed for s in family.seeds),
                     device_class=family.device_class, probe_digest=data_mod.digest(tokens),
@@ -148,48 +154,164 @@ def analyze_family(family: Family, *, options: AnalysisOptions = AnalysisOptions
 # ------------------------------------------------------------------------ aggregation
 
 
+_PLURAL = {"layer": "layers", "prompt length": "prompt lengths", "head (layer-major)": "heads (layer-major)"}
+
+
 class _Aggregator:
-    def __init__(self, options: AnalysisOptions) -> None:
+    """Turns seed-level arrays into Measurements, and names what is undefined.
+
+    Undefined values (a seed whose activations are non-finite, a statistic with no room
+    above its null) never reach harness.stats as NaN: the defined elements are estimated
+    as usual, the undefined ones become NaN in value/lo/hi, and each is named in
+    ``degenerate`` ("<metric> layer 1: <why>"), which analyze_family puts into
+    ``Analysis.info["degenerate"]``.
+    """
+
+    def __init__(self, options: AnalysisOptions, seeds: Sequence[int] = ()) -> None:
         if options.ci_method not in stats.CI_METHODS:
             raise ValueError(f"ci_method: expected one of {stats.CI_METHODS}, got {options.ci_method!r}")
         self.o = options
         self.gen = np.random.default_rng(options.seed)
         self.out: dict[str, Measurement] = {}
         self.extra: dict[str, Any] = {}
+        self.seeds = tuple(seeds)
+        self.bad_seeds: tuple[int, ...] = ()  # indices of seeds with non-finite activations
+        self.degenerate: list[str] = []
 
     @property
     def _jackknife(self) -> bool:
         return self.o.ci_method == "jackknife-t"
 
-    def pairwise(self, name: str, pw: np.ndarray, *, higher: bool, desc: str) -> None:
-        """A mean over distinct seed pairs, ``pw`` [M, M, *shape]."""
-        est = (stats.seed_jackknife_t(pw, ci=self.o.ci) if self._jackknife else
-               stats.seed_bootstrap(pw, n_boot=self.o.n_boot, ci=self.o.ci, generator=self.gen))
-        self.out[name] = Measurement(name=name, value=np.asarray(est.value), lo=np.asarray(est.lo),
-                                     hi=np.asarray(est.hi), higher_is_better=higher, description=desc,
-                                     pairwise=np.asarray(pw, dtype=float), n_seeds=pw.shape[0], ci=self.o.ci)
+    # -------------------------------------------------------------- masking and naming
+
+    def mask_pairwise(self, pw: np.ndarray) -> np.ndarray:
+        """[M, M, ...] with every pair that involves a non-finite seed set to NaN."""
+        pw = np.array(pw, dtype=float)
+        if self.bad_seeds:
+            bad = list(self.bad_seeds)
+            pw[bad] = np.nan
+            pw[:, bad] = np.nan
+        return pw
+
+    def mask_per_seed(self, v: np.ndarray) -> np.ndarray:
+        """[M, ...] with the rows of non-finite seeds set to NaN."""
+        v = np.array(v, dtype=float)
+        if self.bad_seeds:
+            v[list(self.bad_seeds)] = np.nan
+        return v
+
+    def _seed_label(self, idx: Sequence[int]) -> str:
+        names = [str(self.seeds[i]) if i < len(self.seeds) else f"#{i}" for i in idx]
+        return ("seed " if len(names) == 1 else "seeds ") + ", ".join(names)
+
+    def _default_why(self, finite_pairs: np.ndarray) -> str:
+        """Why an element is undefined, from its [M, M] (pairwise) or [M] (per-seed) finiteness."""
+        if self.bad_seeds:
+            return f"{self._seed_label(self.bad_seeds)}: non-finite activations (NaN or inf)"
+        if finite_pairs.ndim == 1:
+            return f"{self._seed_label(np.flatnonzero(~finite_pairs))}: value is NaN or inf"
+        M = finite_pairs.shape[0]
+        off = ~np.eye(M, dtype=bool)
+        bad = off & ~finite_pairs
+        seeds = sorted(set(np.flatnonzero(bad.any(axis=0))) | set(np.flatnonzero(bad.any(axis=1))))
+        return f"NaN or inf for {int(bad.sum())} of {M * (M - 1)} seed pairs ({self._seed_label(seeds)})"
+
+    def _name_undefined(self, name: str, undefined: np.ndarray, axis: str,
+                        why: Callable[[tuple[int, ...]], str]) -> None:
+        """One entry per reason: '<name> <axis> i, j: <why>' (no index for a scalar)."""
+        by_reason: dict[str, list[tuple[int, ...]]] = {}
+        for idx in map(tuple, np.argwhere(undefined)):
+            by_reason.setdefault(why(idx), []).append(tuple(int(i) for i in idx))
+        for reason, idxs in by_reason.items():
+            if not idxs[0]:
+                where = ""
+            else:
+                labels = [str(i[0]) if len(i) == 1 else str(i) for i in idxs]
+                where = f" {_PLURAL.get(axis, axis) if len(labels) > 1 else axis} {', '.join(labels)}"
+            self.degenerate.append(f"{name}{where}: {reason}")
+            if not self.bad_seeds:  # a non-finite seed is warned about once, not per measurement
+                log.warning("undefined: %s", self.degenerate[-1])
+
+    def _estimate_defined(self, name: str, x: np.ndarray, defined: np.ndarray,
+                          estimate: Callable[[np.ndarray], stats.Estimate],
+                          lead: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """value/lo/hi of shape x.shape[lead:] from ``estimate`` on the defined elements only."""
+        shape = x.shape[lead:]
+        flat = x.reshape(x.shape[:lead] + (-1,))
+        keep = defined.reshape(-1)
+        out = [np.full(keep.shape, np.nan) for _ in range(3)]
+        if keep.any():
+            try:
+                est = estimate(flat[..., keep])
+            except ValueError as e:  # say which measurement; the message names the entry
+                raise ValueError(f"{name}: {e}") from None
+            for o, v in zip(out, (est.value, est.lo, est.hi)):
+                o[keep] = np.asarray(v, dtype=float).reshape(-1)
+        return tuple(o.reshape(shape) for o in out)  # type: ignore[return-value]
+
+    # -------------------------------------------------------------- measurements
+
+    def pairwise(self, name: str, pw: np.ndarray, *, higher: bool, desc: str, axis: str = "layer",
+                 why: Callable[[tuple[int, ...]], str] | None = None, masked: bool = True) -> None:
+        """A mean over distinct seed pairs, ``pw`` [M, M, *shape]. Elements with a non-finite
+        seed pair are NaN and named (``why(index)`` says why; ``masked=False`` for statistics
+        that do not read the trained seeds' activations, e.g. the untrained family)."""
+        pw = self.mask_pairwise(pw) if masked else np.array(pw, dtype=float)
+        M = pw.shape[0]
+        finite = np.isfinite(pw) | np.eye(M, dtype=bool).reshape((M, M) + (1,) * (pw.ndim - 2))
+        defined = finite.all(axis=(0, 1))  # [*shape]
+        est = ((lambda x: stats.seed_jackknife_t(x, ci=self.o.ci)) if self._jackknife else
+               (lambda x: stats.seed_bootstrap(x, n_boot=self.o.n_boot, ci=self.o.ci, generator=self.gen)))
+        value, lo, hi = self._estimate_defined(name, pw, defined, est, lead=2)
+        if not defined.all():
+            self._name_undefined(name, ~defined, axis, why or (lambda i: self._default_why(finite[(...,) + i]
+                                                                                        if i else finite)))
+        self.out[name] = Measurement(name=name, value=value, lo=lo, hi=hi, higher_is_better=higher,
+                                     description=desc, pairwise=pw, n_seeds=M, ci=self.o.ci)
 
     def per_seed(self, name: str, v: np.ndarray, *, higher: bool, desc: str,
-                 bounds: tuple[float, float] | None = None) -> None:
+                 bounds: tuple[float, float] | None = None, axis: str = "layer", masked: bool = True,
+                 baselinable: bool = True, baseline_note: str = "") -> None:
         """A mean over seeds, ``v`` [M, *shape]. ``bounds``: the statistic's range (e.g. -1, 1
-        for a correlation); a t interval is clipped to it (clipping never loses coverage)."""
-        est = (stats.seed_t_per_seed(v, ci=self.o.ci) if self._jackknife else
-               stats.seed_bootstrap_per_seed(v, n_boot=self.o.n_boot, ci=self.o.ci, generator=self.gen))
-        lo, hi = np.asarray(est.lo), np.asarray(est.hi)
+        for a correlation); a t interval is clipped to it (clipping never loses coverage).
+        Elements where a seed's value is NaN or inf are NaN and named."""
+        v = self.mask_per_seed(v) if masked else np.array(v, dtype=float)
+        finite = np.isfinite(v)
+        defined = finite.all(axis=0)
+        est = ((lambda x: stats.seed_t_per_seed(x, ci=self.o.ci)) if self._jackknife else
+               (lambda x: stats.seed_bootstrap_per_seed(x, n_boot=self.o.n_boot, ci=self.o.ci,
+                                                        generator=self.gen)))
+        value, lo, hi = self._estimate_defined(name, v, defined, est, lead=1)
         if bounds is not None:
             lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
-        self.out[name] = Measurement(name=name, value=np.asarray(est.value), lo=lo,
-                                     hi=hi, higher_is_better=higher, description=desc,
-                                     per_seed=np.asarray(v, dtype=float), n_seeds=v.shape[0], ci=self.o.ci)
+        if not defined.all():
+            self._name_undefined(name, ~defined, axis,
+                                 lambda i: self._default_why(finite[(slice(None),) + i]))
+        self.out[name] = Measurement(name=name, value=value, lo=lo, hi=hi, higher_is_better=higher,
+                                     description=desc, per_seed=v, n_seeds=v.shape[0], ci=self.o.ci,
+                                     baselinable=baselinable, baseline_note=baseline_note)
 
     def derived(self, name: str, pw: np.ndarray, fn: Callable[[np.ndarray], float], *, higher: bool,
                 desc: str, smooth: bool = True) -> None:
         """A function of the per-layer family means (a spread, a depth trend): jackknife-t
         when ``fn`` is smooth and that is the CI method, else bootstrapped over seeds with
-        the Multi-Bootstrap rule (pairs of distinct original seeds only)."""
+        the Multi-Bootstrap rule (pairs of distinct original seeds only). NaN (and named)
+        when any element of its input is undefined."""
+        pw = self.mask_pairwise(pw)
         M = pw.shape[0]
+        finite = np.isfinite(pw) | np.eye(M, dtype=bool).reshape((M, M) + (1,) * (pw.ndim - 2))
+        if not finite.all():
+            self.degenerate.append(f"{name}: undefined because its per-layer input is "
+                                   f"({self._default_why(finite.all(axis=tuple(range(2, pw.ndim))))})")
+            nan = np.asarray(np.nan)
+            self.out[name] = Measurement(name=name, value=nan, lo=nan, hi=nan, higher_is_better=higher,
+                                         description=desc, n_seeds=M, ci=self.o.ci)
+            return
         if smooth and self._jackknife:
-            est = stats.jackknife_t_function(pw, fn, ci=self.o.ci)
+            try:
+                est = stats.jackknife_t_function(pw, fn, ci=self.o.ci)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
             value, lo, hi = est.value, est.lo, est.hi
         else:
             value = float(fn(stats.family_mean(pw)))
@@ -232,10 +354,7 @@ def _head_measurements(cap: FamilyCapture, agg: _Aggregator, o: AnalysisOptions)
         out[method] = hs
         agg.pairwise(f"head_stability.{method}", _layer_mean(hs.pairwise), higher=True,
                      desc=f"head-pattern stability per layer ({method} matching)")
-    anchor = heads.head_stability(C, method="anchor")
-    # The paper anchors on seed 1 (our first seed): the other seeds are its units.
-    agg.per_seed("head_stability.anchor", _layer_mean(anchor.pairwise)[0, 1:], higher=True,
-                 desc="head-pattern stability per layer, the paper's seed-1 anchor, greedy")
+    _anchor(C, agg)
     null = heads.head_stability(C_null, method="all_anchors")
     raw_pw, null_pw = _layer_mean(out["all_anchors"].pairwise), _layer_mean(null.pairwise)
     agg.pairwise("head_stability_null.all_anchors", null_pw, higher=True,
@@ -243,8 +362,18 @@ def _head_measurements(cap: FamilyCapture, agg: _Aggregator, o: AnalysisOptions)
     cs = heads.content_specific(raw_pw, null_pw)
     agg.pairwise("content_specific.all_anchors", cs, higher=True,
                  desc="content-specific head stability: raw minus the shuffled-prompt null")
+    no_room = (1.0 - null_pw) <= 1e-12  # [M, M, L]: the null is already perfect
+
+    def why_normalized(idx: tuple[int, ...]) -> str:
+        if agg.bad_seeds:
+            return agg._default_why(np.zeros(null_pw.shape[:2], dtype=bool))
+        n = int(no_room[(...,) + idx].sum())
+        pairs = "" if n == null_pw.shape[0] * (null_pw.shape[0] - 1) else f" for {n} seed pairs"
+        return f"null = 1{pairs} (attention does not depend on the prompt: every head uniform)"
+
     agg.pairwise("content_specific_normalized.all_anchors", heads.content_specific_normalized(raw_pw, null_pw),
-                 higher=True, desc="(raw - null) / (1 - null): share of the room above chance")
+                 higher=True, desc="(raw - null) / (1 - null): share of the room above chance; NaN where "
+                 "null = 1 (no room above chance)", why=why_normalized)
     agg.derived("head_stability.spread", raw_pw, _spread, higher=False,
                 desc="depth spread: max - min of layer stability")
     agg.derived("content_specific.spread", cs, _spread, higher=False,
@@ -255,13 +384,66 @@ def _head_measurements(cap: FamilyCapture, agg: _Aggregator, o: AnalysisOptions)
                 desc="relative depth of the least content-stable layer")
     # Per head (layer x head map) for the heatmap; kept as a measurement so baselines hold it.
     agg.pairwise("head_stability.per_head", np.asarray(out["all_anchors"].pairwise, dtype=float)
-                 .reshape(*raw_pw.shape[:2], -1), higher=True,
+                 .reshape(*raw_pw.shape[:2], -1), higher=True, axis="head (layer-major)",
                  desc="head stability per (layer, head), flattened layer-major")
     out["null"] = null
     out["raw_pw"], out["cs_pw"] = raw_pw, cs
     out["cs_heads"] = (np.asarray(out["all_anchors"].pairwise, dtype=float)
                        - np.asarray(null.pairwise, dtype=float))  # [M, M, L, H]
     return out
+
+
+ANCHOR_NOTE = ("head_stability.anchor is conditional on the anchor seed; baseline head_stability.all_anchors "
+               "instead (its M - 1 units all share the anchor, so they are not independent seed units)")
+
+
+def _anchor(C: torch.Tensor, agg: _Aggregator) -> None:
+    """The paper's measure: our first seed (the paper's seed 1) anchors, greedy matching.
+
+    value [L] = mean over m != anchor of S(anchor, m), unchanged. Its units S(anchor, m) are
+    independent given the anchor (the other seeds are independent draws) but all share it,
+    so the t interval over them is a CI *conditional on the anchor seed*: it says how well
+    this anchor is matched, not how stable a fresh family is. Kept as a reported number;
+    not baselinable (``Measurement.unit_values`` refuses it with :data:`ANCHOR_NOTE`):
+    ``head_stability.all_anchors`` is the family-level statistic.
+    """
+    anchor = heads.head_stability(C, method="anchor")
+    rows = agg.mask_per_seed(_layer_mean(anchor.pairwise)[0])  # [M, L]: S(anchor, m), row 0 NaN
+    if 0 in agg.bad_seeds:
+        rows[:] = np.nan
+    agg.per_seed("head_stability.anchor", rows[1:], higher=True, masked=False, baselinable=False,
+                 baseline_note=ANCHOR_NOTE,
+                 desc="head-pattern stability per layer, the paper's seed-1 anchor, greedy; CI: t over the "
+                      "M - 1 other seeds, conditional on the anchor seed; per_seed holds those M - 1 seeds")
+
+
+def _finite_capture(cap: FamilyCapture) -> tuple[FamilyCapture, tuple[int, ...]]:
+    """(capture with every non-finite seed replaced by a finite placeholder, their indices).
+
+    A seed whose activations hold NaN or inf (it diverged) would make every metric function
+    raise or return garbage; its placeholder (uniform causal attention, fixed Gaussian z and
+    residuals) lets the others be computed, and the aggregator sets every value that
+    involves the seed to NaN, so nothing of the placeholder survives into a measurement.
+    """
+    def finite(k: int) -> bool:
+        return bool(torch.isfinite(cap.patterns[k]).all() and torch.isfinite(cap.z[k]).all()
+                    and all(torch.isfinite(r[k]).all() for r in cap.resid.values()))
+
+    bad = tuple(k for k in range(cap.shape["seeds"]) if not finite(k))
+    if not bad:
+        return cap, bad
+    gen = torch.Generator().manual_seed(0)
+    patterns, z = cap.patterns.clone(), cap.z.clone()
+    resid = {s: r.clone() for s, r in cap.resid.items()}
+    T = cap.shape["tokens"]
+    causal = torch.tril(torch.ones(T, T))
+    uniform = causal / causal.sum(dim=-1, keepdim=True)  # [T, T]
+    for k in bad:
+        patterns[k] = uniform.expand_as(patterns[k])
+        z[k] = torch.randn(z[k].shape, generator=gen)
+        for r in resid.values():
+            r[k] = torch.randn(r[k].shape, generator=gen)
+    return dataclasses.replace(cap, patterns=patterns, z=z, resid=resid), bad
 
 
 def _step0(family: Family, tokens: torch.Tensor, agg: _Aggregator, o: AnalysisOptions) -> None:
@@ -271,7 +453,7 @@ def _step0(family: Family, tokens: torch.Tensor, agg: _Aggregator, o: AnalysisOp
     cap0 = capture_family(untrained, tokens, seeds=[s.seed for s in family.seeds])
     C0 = heads.similarity(cap0.patterns)
     hs0 = heads.head_stability(C0, method="all_anchors")
-    agg.pairwise("head_stability_step0.all_anchors", _layer_mean(hs0.pairwise), higher=True,
+    agg.pairwise("head_stability_step0.all_anchors", _layer_mean(hs0.pairwise), higher=True, masked=False,
                  desc="head stability of the untrained family (step 0): the ceiling uniform attention gives")
 
 
@@ -354,59 +536,116 @@ def _nll(model: nn.Module, tokens: torch.Tensor, batch: int = 64) -> float:
     return total / n
 
 
+def _ppl(nll: float) -> float:
+    """exp(nll), inf instead of an OverflowError for a diverged model (NaN stays NaN)."""
+    return math.exp(nll) if not nll > 700.0 else math.inf
+
+
 def head_importance(model: nn.Module, tokens: torch.Tensor) -> np.ndarray:
-    """ΔPPL of zero-ablating each head's hook_z on the probe set: [L, H]."""
-    base = math.exp(_nll(model, tokens))
+    """ΔPPL of zero-ablating each head's hook_z on the probe set: [L, H] (NaN for a diverged model)."""
+    base = _ppl(_nll(model, tokens))
     L, H = model.n_layers, model.n_heads
     out = np.zeros((L, H))
     for l in range(L):
         for h in range(H):
             with ablate_heads(model, {l: [h]}):
-                out[l, h] = math.exp(_nll(model, tokens)) - base
+                out[l, h] = _ppl(_nll(model, tokens)) - base
     return out
 
 
-def _per_seed_stability(pw: np.ndarray) -> np.ndarray:
-    """[M, M, ...] seed-pair values -> [M, ...]: each seed's mean against the others."""
-    M = pw.shape[0]
-    off = ~np.eye(M, dtype=bool)
-    return np.stack([pw[a][off[a]].mean(axis=0) for a in range(M)])
+def _row_stability(pw: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """pw [M, M, ...] -> [K, ...] for the K seeds in ``keep``: each one's mean against the other
+    kept seeds. Rows, not columns: pw[k, m] is indexed by seed k's heads (greedy matching
+    anchored at k), so row k is seed k's own heads' stability."""
+    sub = np.asarray(pw, dtype=float)[np.ix_(keep, keep)]  # [K, K, ...]
+    off = ~np.eye(len(keep), dtype=bool)
+    return np.stack([sub[a][off[a]].mean(axis=0) for a in range(len(keep))])
 
 
-def _defined(r: np.ndarray, what: str, agg: _Aggregator) -> np.ndarray:
-    """Correlations with NaN (one side constant: a dead layer) set to 0, counted in info and
-    logged, so the family mean is readable and the count says how far to trust it."""
-    n_undefined = int(np.isnan(r).sum())
+def _count_undefined(r: np.ndarray, finite: np.ndarray, what: str, agg: _Aggregator) -> None:
+    """Correlations undefined on finite input (one side constant: a dead layer) count as r = 0;
+    counted in info and logged, so the family mean is readable and the count says how far to
+    trust it."""
+    n_undefined = int((np.isnan(r) & finite).sum())
     if n_undefined:
         log.warning("%s: %d of %d correlations undefined (constant input, e.g. a dead layer); "
                     "counted as r = 0", what, n_undefined, r.size)
     agg.extra.setdefault("undefined_correlations", {})[what] = n_undefined
-    return np.nan_to_num(r)
+
+
+def _seed_correlations(x: np.ndarray, pw: np.ndarray, name: Callable[[str], str], agg: _Aggregator,
+                       kinds: tuple[str, ...] = ("pearson", "spearman")) -> dict[str, np.ndarray]:
+    """The family-mean correlation R = mean_k r(x_k, S_k) and its seed-level units.
+
+    x [M, *S, n]: per-seed values (ΔPPL per head, ‖W_Q‖ per layer); pw [M, M, *S, n]:
+    seed-pair stability; S_k = seed k's row mean (:func:`_row_stability`); r along the last
+    axis. The r_k all contain the other seeds' stability, so they are correlated across
+    seeds and a t interval over them is too narrow (the anti-conservative row means of
+    harness.stats). Pseudo-values of the stability itself would not do either: a column
+    pw[m, k] is indexed by seed m's heads, so mixing rows and columns mixes heads. The units
+    returned are the jackknife pseudo-values of R itself, seed j left out as a member and as
+    everyone's comparison partner (ps_j = M R - (M - 1) R_(-j)), shifted by one constant so
+    that they average to R: close to independent across seeds, so the t interval over them
+    is R's jackknife-t interval and tests on them are calibrated.
+
+    Returns {kind: [M, *S]} for ``kinds`` (of "pearson", "spearman"); ``name(kind)`` is the
+    measurement's name. r undefined on finite input counts as 0 (:func:`_count_undefined`);
+    r on non-finite input (a NaN seed) stays NaN.
+    """
+    M = x.shape[0]
+
+    def mean_r(keep: np.ndarray, count: bool) -> dict[str, np.ndarray]:
+        s = _row_stability(pw, keep)
+        finite = np.isfinite(x[keep]).all(axis=-1) & np.isfinite(s).all(axis=-1)  # [K, *S]
+        out = {}
+        for kind, r in zip(("pearson", "spearman"), heads.pearson_spearman(x[keep], s)):
+            if kind not in kinds:
+                continue
+            if count:
+                _count_undefined(r, finite, name(kind), agg)
+            out[kind] = np.where(finite, np.nan_to_num(r), np.nan).mean(axis=0)  # [*S]
+        return out
+
+    every = np.arange(M)
+    full = mean_r(every, count=True)
+    loo = [mean_r(np.delete(every, j), count=False) for j in range(M)]
+    units = {}
+    for kind in kinds:
+        ps = M * full[kind] - (M - 1) * np.stack([r[kind] for r in loo])  # [M, *S]
+        units[kind] = ps - ps.mean(axis=0) + full[kind]
+    return units
 
 
 def _per_seed_trend(r: np.ndarray) -> np.ndarray:
-    """[M, L] per-layer values -> [M] slope over relative depth per seed."""
-    return np.array([cka.depth_trend(row) for row in r])
+    """[M, L] per-layer values -> [M] slope over relative depth per seed (NaN rows stay NaN)."""
+    return np.array([cka.depth_trend(row) if np.isfinite(row).all() else np.nan for row in r])
+
+
+_CORRELATION_UNITS = ("per_seed: the jackknife pseudo-values of the family-mean r over seeds (recentred on "
+                      "it), close to independent across seeds")
 
 
 def _importance(family: Family, tokens: torch.Tensor, stab: dict[str, Any], agg: _Aggregator) -> None:
-    dppl = np.stack([head_importance(m, tokens) for m in family.models])  # [M, L, H]
+    dppl = agg.mask_per_seed(np.stack([head_importance(m, tokens) for m in family.models]))  # [M, L, H]
     agg.per_seed("importance.delta_ppl", dppl.mean(axis=-1), higher=False,
                  desc="mean perplexity increase from zero-ablating one head, per layer")
-    agg.extra["delta_ppl"] = dppl.tolist()
-    sources = {"": (np.asarray(stab["all_anchors"].pairwise, dtype=float), "head stability"),
-               "_cs": (stab["cs_heads"], "content-specific head stability")}
+    agg.extra["delta_ppl"] = np.where(np.isfinite(dppl), dppl, np.nan).tolist()
+    sources = {"": (agg.mask_pairwise(stab["all_anchors"].pairwise), "head stability"),
+               "_cs": (agg.mask_pairwise(stab["cs_heads"]), "content-specific head stability")}
     for suffix, (pw, what) in sources.items():
-        r_p, r_s = heads.pearson_spearman(dppl, _per_seed_stability(pw))  # [M, L] each
-        r_p = _defined(r_p, f"importance.pearson{suffix}", agg)
-        r_s = _defined(r_s, f"importance.spearman{suffix}", agg)
+        units = _seed_correlations(dppl, pw, lambda kind, s=suffix: f"importance.{kind}{s}", agg)  # [M, L]
+        r_p, r_s = units["pearson"], units["spearman"]
         agg.per_seed(f"importance.pearson{suffix}", r_p, higher=False, bounds=(-1.0, 1.0),
-                     desc=f"Pearson r(ΔPPL, {what}) across a layer's heads (negative: unstable heads matter more)")
+                     desc=f"mean over seeds of Pearson r(ΔPPL, {what}) across a layer's heads, each seed's "
+                          f"heads against the other seeds (negative: unstable heads matter more); "
+                          f"{_CORRELATION_UNITS}")
         agg.per_seed(f"importance.spearman{suffix}", r_s, higher=False, bounds=(-1.0, 1.0),
-                     desc=f"Spearman r(ΔPPL, {what}) across a layer's heads")
+                     desc=f"mean over seeds of Spearman r(ΔPPL, {what}) across a layer's heads; "
+                          f"{_CORRELATION_UNITS}")
         if r_s.shape[1] >= 2:
             agg.per_seed(f"importance.spearman{suffix}.trend", _per_seed_trend(r_s), higher=False,
-                         desc=f"slope over relative depth of Spearman r(ΔPPL, {what})")
+                         desc=f"slope over relative depth of Spearman r(ΔPPL, {what}); per_seed: the slope "
+                              "of each seed's pseudo-values (the jackknife pseudo-values of the slope)")
 
 
 def _qnorm(family: Family, stab: dict[str, Any], agg: _Aggregator) -> None:
@@ -414,15 +653,17 @@ def _qnorm(family: Family, stab: dict[str, Any], agg: _Aggregator) -> None:
     if not all(hasattr(m, "query_weight") for m in models):
         return
     qn = np.array([[float(m.query_weight(l).detach().norm()) for l in range(m.n_layers)] for m in models])  # [M, L]
+    qn = agg.mask_per_seed(qn)
     agg.per_seed("qnorm.frobenius", qn, higher=False, desc="‖W_Q‖_F per layer")
     if qn.shape[1] < 3:
         return
     for suffix, pw, what in (("", stab["raw_pw"], "layer stability"),
                              ("_cs", stab["cs_pw"], "content-specific layer stability")):
-        r_p, _ = heads.pearson_spearman(qn, _per_seed_stability(pw))  # [M]
-        agg.per_seed(f"qnorm.pearson{suffix}", _defined(np.asarray(r_p, dtype=float), f"qnorm.pearson{suffix}", agg),
-                     higher=False, bounds=(-1.0, 1.0),
-                     desc=f"Pearson r(query-weight norm, {what}) across layers")
+        units = _seed_correlations(qn, agg.mask_pairwise(pw), lambda kind, s=suffix: f"qnorm.{kind}{s}", agg,
+                                   kinds=("pearson",))  # [M]
+        agg.per_seed(f"qnorm.pearson{suffix}", units["pearson"], higher=False, bounds=(-1.0, 1.0),
+                     desc=f"mean over seeds of Pearson r(query-weight norm, {what}) across layers, each "
+                          f"seed's layers against the other seeds; {_CORRELATION_UNITS}")
 
 
 def _prompt_length(cap: FamilyCapture, agg: _Aggregator, o: AnalysisOptions) -> list[int]:
@@ -442,9 +683,9 @@ def _prompt_length(cap: FamilyCapture, agg: _Aggregator, o: AnalysisOptions) -> 
         raw.append(r)
         cs.append(r - n)
     raw_pw, cs_pw = np.stack(raw, axis=-1), np.stack(cs, axis=-1)  # [M, M, n_lengths]
-    agg.pairwise("prompt_length.all_anchors", raw_pw, higher=True,
+    agg.pairwise("prompt_length.all_anchors", raw_pw, higher=True, axis="prompt length",
                  desc="head stability (mean over layers) on nested prompt prefixes, per length")
-    agg.pairwise("prompt_length.content_specific", cs_pw, higher=True,
+    agg.pairwise("prompt_length.content_specific", cs_pw, higher=True, axis="prompt length",
                  desc="content-specific stability on nested prompt prefixes, per length")
     if len(lengths) >= 2:
         agg.derived("prompt_length.trend", raw_pw, cka.depth_trend, higher=True,
@@ -454,38 +695,155 @@ def _prompt_length(cap: FamilyCapture, agg: _Aggregator, o: AnalysisOptions) -> 
     return lengths
 
 
+ADJUSTMENTS: tuple[str, ...] = ("max-t", "holm", "none")
+COMPARE_ALTERNATIVES: tuple[str, ...] = stats.ALTERNATIVES + ("worse", "better")
+
+
+def _direction(alternative: str, higher_is_better: bool) -> str:
+    """'worse' / 'better' in a metric's own direction -> 'less' / 'greater' on Δ = b - a."""
+    if alternative == "worse":
+        return "less" if higher_is_better else "greater"
+    if alternative == "better":
+        return "greater" if higher_is_better else "less"
+    return alternative
+
+
+def _patterns(n_a: int, n_b: int, paired: bool) -> str:
+    return f"2^{n_a} sign flips" if paired else f"C({n_a}+{n_b}, {n_b}) label splits"
+
+
+def _check_power(a: Analysis, b: Analysis, *, n_a: int, n_b: int, paired: bool, rows: dict[str, int],
+                 directions: dict[str, str], adjust: str, alpha: float, n_perm: int) -> None:
+    """Raise stats.Underpowered when some row could never reach p < alpha."""
+    total = sum(rows.values())
+    for name, direction in directions.items():
+        mult = rows[name] if adjust == "holm" else 1  # Holm multiplies the smallest p by the layers
+        p_min = mult * stats.min_attainable_p(n_a, n_b, paired=paired, n_perm=n_perm, alternative=direction)
+        if p_min < alpha:
+            continue
+        try:
+            need = stats.seeds_needed(n_a, paired=paired, alpha=alpha / mult, n_perm=n_perm, alternative=direction)
+            fix = (f"{need} paired seeds per family would reach it" if paired else
+                   f"{need} seeds in {b.family} (against {n_a} in {a.family}) would reach it")
+        except ValueError as e:
+            fix = str(e)
+        how = {"max-t": "max-T jointly over all rows", "holm": f"Holm across the {rows[name]} layers of {name}",
+               "none": "no adjustment"}[adjust]
+        raise stats.Underpowered(
+            f"compare {a.family} vs {b.family}: {n_a} and {n_b} seeds ({'paired' if paired else 'unpaired'}), "
+            f"{total} rows ({len(rows)} metrics x layers), {how}, alternative {direction!r}: the smallest "
+            f"attainable p-value is {p_min:.3g} (1 / {_patterns(n_a, n_b, paired)}"
+            f"{f' x {mult}' if mult > 1 else ''}) >= alpha {alpha:g}, so no row could ever be significant; "
+            f"{fix}")
+
+
+def _metric_comparison(ma: Measurement, mb: Measurement, *, paired: bool, kw: dict[str, Any]) -> stats.Comparison:
+    """b - a for one metric, with its own (unadjusted) per-element p-values."""
+    if ma.pairwise is not None and mb.pairwise is not None:
+        return (stats.paired_difference(ma.pairwise, mb.pairwise, **kw) if paired else
+                stats.permutation_difference(ma.pairwise, mb.pairwise, pairwise=True, **kw))
+    if paired and ma.per_seed is not None and mb.per_seed is not None:
+        return stats.paired_difference_per_seed(ma.per_seed, mb.per_seed, **kw)
+    return stats.permutation_difference(ma.unit_values(), mb.unit_values(), **kw)
+
+
 def compare_families(a: Analysis, b: Analysis, *, metrics: Sequence[str], n_boot: int = 1000,
-                     alternative: str = "two-sided", seed: int = 0,
-                     adjust: str = "holm", ci_method: str = "jackknife-t") -> dict[str, stats.Comparison]:
-    """b − a for each metric.
+                     alternative: str = "two-sided", seed: int = 0, adjust: str = "max-t",
+                     ci_method: str = "jackknife-t", alpha: float | None = None,
+                     n_perm: int = 10000) -> dict[str, stats.Comparison]:
+    """b − a for each metric, one Comparison per metric (delta, CI, p per layer).
 
     Paired when the two families have the same seeds (seed k of each shares init and data
-    order): pairwise metrics by a sign-flip test on seed pseudo-values, per-seed metrics by a
-    sign-flip test on the per-seed differences, CIs from the paired bootstrap. Otherwise
-    unpaired (seed-label permutation). A per-layer metric's p-values are Holm-adjusted across
-    its layers (``adjust="holm"``, the default; ``"none"`` gives the raw per-layer p-values).
-    CIs: ``ci_method`` as in :class:`AnalysisOptions` (t intervals over the same seed-level
-    units the tests use, or the bootstrap).
+    order), else unpaired. Seed-level units: ``Measurement.unit_values()`` (jackknife
+    pseudo-values for pairwise metrics, per-seed values otherwise); a measurement that is
+    not baselinable (``head_stability.anchor``) is refused.
+
+    ``alternative``: "greater" / "less" / "two-sided" on Δ, or "worse" / "better" in each
+    metric's own direction (``higher_is_better``), so metrics of either direction can be
+    tested together; each Comparison's ``alternative`` says the direction used on its Δ.
+
+    ``adjust``: "max-t" (default): one joint max-T test over every row (every layer of
+    every metric): the same sign flips (paired) or label splits (unpaired) for all rows,
+    each row standardised, rows oriented by the alternative (stats.joint_paired /
+    joint_unpaired). It controls the family-wise error over all rows, and its smallest
+    attainable p stays 1/2^M or 1/C(Ma+Mb, Mb) however many rows are tested. "holm":
+    Holm across each metric's layers only (not across metrics); "none": raw p-values.
+
+    ``alpha``: when given, raise :class:`harness.stats.Underpowered` if no row could ever
+    reach p < alpha with these seeds and this adjustment (such a check could never fail);
+    the message names the seed counts, the rows, that p-value and the seed count that would do.
+    CIs: ``ci_method`` as in :class:`AnalysisOptions`, per metric, not adjusted.
     """
-    if adjust not in ("holm", "none"):
-        raise ValueError(f"adjust: expected 'holm' or 'none', got {adjust!r}")
+    if adjust not in ADJUSTMENTS:
+        raise ValueError(f"adjust: expected one of {ADJUSTMENTS}, got {adjust!r}")
+    if alternative not in COMPARE_ALTERNATIVES:
+        raise ValueError(f"alternative: expected one of {COMPARE_ALTERNATIVES}, got {alternative!r}")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+                              or not 0.0 < alpha < 1.0):
+        raise ValueError(f"alpha: expected a level strictly between 0 and 1 (e.g. 0.05), got {alpha!r}")
+    if not metrics:
+        raise ValueError("metrics: name at least one measurement to compare")
     gen = np.random.default_rng(seed)
     paired = tuple(a.seeds) == tuple(b.seeds)
-    out = {}
+    units_a, units_b, directions, rows = {}, {}, {}, {}
     for name in metrics:
         ma, mb = a[name], b[name]
         if np.shape(ma.value) != np.shape(mb.value):
             raise ValueError(f"cannot compare {name} of {a.family} and {b.family} layer by layer: shapes "
                              f"{np.shape(ma.value)} and {np.shape(mb.value)} differ (different layer counts?)")
-        kw = dict(n_boot=n_boot, generator=gen, alternative=alternative, ci_method=ci_method)
-        if ma.pairwise is not None and mb.pairwise is not None:
-            c = (stats.paired_difference(ma.pairwise, mb.pairwise, **kw) if paired else
-                 stats.permutation_difference(ma.pairwise, mb.pairwise, pairwise=True, **kw))
-        elif paired and ma.per_seed is not None and mb.per_seed is not None:
-            c = stats.paired_difference_per_seed(ma.per_seed, mb.per_seed, **kw)
-        else:
-            c = stats.permutation_difference(ma.unit_values(), mb.unit_values(), **kw)
-        if adjust == "holm" and np.ndim(c.p_value) > 0 and np.size(c.p_value) > 1:
-            c = dataclasses.replace(c, p_value=stats.holm(c.p_value), method=c.method + " (Holm across layers)")
+        if ma.higher_is_better != mb.higher_is_better:
+            raise ValueError(f"{name}: higher_is_better is {ma.higher_is_better} in {a.family} but "
+                             f"{mb.higher_is_better} in {b.family}; the metric's definition differs")
+        try:
+            ua, ub = ma.unit_values(), mb.unit_values()
+        except ValueError as e:
+            raise ValueError(f"cannot compare {name}: {e}") from None
+        units_a[name], units_b[name] = ua.reshape(ua.shape[0], -1), ub.reshape(ub.shape[0], -1)  # [M, rows]
+        directions[name] = _direction(alternative, ma.higher_is_better)
+        rows[name] = units_a[name].shape[1]
+    n_a = {u.shape[0] for u in units_a.values()}
+    n_b = {u.shape[0] for u in units_b.values()}
+    if len(n_a) > 1 or len(n_b) > 1:
+        raise ValueError(f"metrics {list(metrics)} have different numbers of seed-level values "
+                         f"({sorted(n_a)} in {a.family}, {sorted(n_b)} in {b.family}); compare them separately")
+    n_a, n_b = n_a.pop(), n_b.pop()
+    if alpha is not None:
+        _check_power(a, b, n_a=n_a, n_b=n_b, paired=paired, rows=rows, directions=directions,
+                     adjust=adjust, alpha=alpha, n_perm=n_perm)
+    out = {}
+    for name in metrics:
+        kw = dict(n_boot=n_boot, generator=gen, alternative=directions[name], ci_method=ci_method, n_perm=n_perm)
+        try:
+            c = _metric_comparison(a[name], b[name], paired=paired, kw=kw)
+        except ValueError as e:
+            raise ValueError(f"cannot compare {name} of {a.family} and {b.family}: {e}") from None
+        if adjust == "holm" and np.size(c.p_value) > 1:
+            c = dataclasses.replace(c, p_value=stats.holm(c.p_value), adjustment="holm",
+                                    method=c.method + " (Holm across layers)")
         out[name] = c
+    if adjust == "max-t":
+        out = _joint_max_t(out, units_a, units_b, directions, paired=paired, n_perm=n_perm, generator=gen)
     return out
+
+
+def _joint_max_t(out: dict[str, stats.Comparison], units_a: dict[str, np.ndarray], units_b: dict[str, np.ndarray],
+                 directions: dict[str, str], *, paired: bool, n_perm: int,
+                 generator: np.random.Generator) -> dict[str, stats.Comparison]:
+    """Replace every Comparison's p-values by those of one joint max-T test over all rows."""
+    names = list(out)
+    two_sided = {directions[n] == "two-sided" for n in names}
+    alternative = "two-sided" if two_sided == {True} else "greater"
+    orient = np.concatenate([np.full(units_a[n].shape[1], -1.0 if directions[n] == "less" else 1.0) for n in names])
+    ua = np.concatenate([units_a[n] for n in names], axis=1)  # [Ma, R]
+    ub = np.concatenate([units_b[n] for n in names], axis=1)  # [Mb, R]
+    joint = (stats.joint_paired if paired else stats.joint_unpaired)(
+        ua, ub, alternative=alternative, orientation=orient, n_perm=n_perm, generator=generator)
+    R, start, result = ua.shape[1], 0, {}
+    for n in names:
+        c, k = out[n], units_a[n].shape[1]
+        p = joint.p_value[start:start + k].reshape(np.shape(c.p_value))
+        start += k
+        result[n] = dataclasses.replace(
+            c, p_value=float(p) if p.ndim == 0 else p, adjustment="max-t", n_rows=R, n_perm=joint.n_perm,
+            exact=joint.exact, method=c.method + f" (max-T jointly over {R} rows of {len(names)} metrics)")
+    return result
