@@ -102,10 +102,14 @@ class StabilitySession:
         return self._analyses[key]
 
     def compare(self, path: str | Path, baseline: str, candidate: str, *, metrics: list[str],
-                alternative: str = "greater") -> dict[str, Any]:
-        """candidate − baseline per metric (paired when the seeds match)."""
+                alternative: str = "greater", adjust: str = "max-t", alpha: float | None = None) -> dict[str, Any]:
+        """candidate − baseline per metric (paired when the seeds match); p-values max-T
+        adjusted jointly over every metric and layer by default. With ``alpha``, raises
+        :class:`harness.stats.Underpowered` when no row could reach p < alpha with these seeds
+        (see :func:`harness.analysis.compare_families`)."""
         return compare_families(self.analysis(path, baseline), self.analysis(path, candidate), metrics=metrics,
-                                n_boot=self.n_boot, alternative=alternative, ci_method=self.ci_method)
+                                n_boot=self.n_boot, alternative=alternative, ci_method=self.ci_method,
+                                adjust=adjust, alpha=alpha)
 
 
 class TestView:
@@ -137,10 +141,12 @@ class TestView:
             return self.session.analysis(path, name)
 
     def compare(self, path: str | Path, baseline: str, candidate: str, *, metrics: list[str],
-                alternative: str = "greater") -> dict[str, Any]:
+                alternative: str = "greater", adjust: str = "max-t", alpha: float | None = None) -> dict[str, Any]:
+        """:meth:`StabilitySession.compare`, recording both families as used by this test."""
         self.analysis(path, baseline)  # recorded as used by this test (and computed once)
         self.analysis(path, candidate)
-        return self.session.compare(path, baseline, candidate, metrics=metrics, alternative=alternative)
+        return self.session.compare(path, baseline, candidate, metrics=metrics, alternative=alternative,
+                                    adjust=adjust, alpha=alpha)
 
 
 class SessionHooks:

@@ -46,3 +46,16 @@ def test_families_and_analyses_are_computed_once(suite, tmp_path):
 def test_unknown_family_names_the_file_and_the_choices(suite, tmp_path):
     with pytest.raises(KeyError, match=r"no family 'c'; the suite has: a, b"):
         StabilitySession(store=tmp_path / "store").config(suite, "c")
+
+
+def test_compare_refuses_a_comparison_that_could_never_reject(suite, tmp_path):
+    """3 paired seeds: the smallest attainable one-sided p is 1/8, so alpha 0.05 is refused
+    with the numbers, and alpha 0.2 is not; p-values are max-T adjusted over every row."""
+    from harness.stats import Underpowered
+
+    session = StabilitySession(store=tmp_path / "store", n_boot=20, progress=False)
+    metrics = ["head_stability.all_anchors", "attention_entropy"]
+    with pytest.raises(Underpowered, match=r"3 and 3 seeds \(paired\), 2 rows .* 0\.125 .* 5 paired seeds"):
+        session.compare(suite, "a", "b", metrics=metrics, alpha=0.05)
+    cmp = session.compare(suite, "a", "b", metrics=metrics, alpha=0.2)
+    assert all(c.adjustment == "max-t" and c.n_rows == 2 for c in cmp.values())
