@@ -209,5 +209,5 @@ def default_check(suite: Suite, candidate: str, reference: str | None = None, *,
     if reference is not None:
         raw["reference"] = reference
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return _check(suite, f"{candidate}" if reference is None else f"{candidate}_vs_{reference}",
-                  raw, _defaults(suite))
+    name = candidate if reference is None else f"{candidate}_vs_{reference.rpartition('::')[2]}"
+    return _check(suite, name, raw, _defaults(suite))

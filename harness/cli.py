@@ -67,6 +67,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="confidence intervals: jackknife-t over seeds (default; nominal coverage at 4-10 "
                         "seeds) or the percentile Multi-Bootstrap (undercovers small families)")
     a.add_argument("--no-progress", action="store_true")
+
+    c = sub.add_parser(
+        "check", help="is a changed family less stable than its reference? (the gate, outside pytest)",
+        description="Run checks: SUITE.yaml runs every check of its checks: section; SUITE.yaml::NAME "
+                    "runs check NAME, or family NAME against itself (same family, code edited), or, "
+                    "with --reference, family NAME against the reference family. The reference's "
+                    "per-seed values come from its baseline (baselines/<device>/<suite>/<family>.json); "
+                    "only the candidate trains. Exit 0 when every check passes, 1 when one fails "
+                    "(REGRESSED, INCONCLUSIVE by default, STALE, MISSING, UNDERPOWERED, INVALID), 2 on "
+                    "bad input.")
+    c.add_argument("spec", nargs="+", metavar="SPEC")
+    c.add_argument("--reference", metavar="FILE::FAMILY", help="the reference family (default: the "
+                   "check's, or the candidate itself)")
+    c.add_argument("--baseline", metavar="FILE", help="the reference's baseline file (default: its "
+                   "place under --baselines-dir)")
+    c.add_argument("--baselines-dir", default="baselines", metavar="DIR",
+                   help="root of the stored baselines (default: ./baselines)")
+    c.add_argument("--update-baselines", action="store_true",
+                   help="train (or load) the reference and rewrite its baseline, then compare")
+    c.add_argument("--metrics", nargs="+", metavar="M", help="metrics (default: the suite's regression.metrics)")
+    c.add_argument("--tolerance", type=float, help="absolute tolerance for every metric")
+    c.add_argument("--alpha", type=float, help="false-alarm rate of each check (default: the suite's)")
+    c.add_argument("--inconclusive", choices=("fail", "pass"), default=None,
+                   help="whether worse-than-tolerance without a significant test fails (default: fail)")
+    c.add_argument("--seedstab-seed", type=int, default=None, metavar="N",
+                   help="shift the candidate's seeds by N (fresh seeds; the reference keeps its own)")
+    _add_common(c)
+    c.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    c.add_argument("--ci-method", choices=CI_METHODS, default="jackknife-t")
+    c.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -132,6 +162,95 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                            progress=not args.no_progress)
 
 
+def _checks(args: argparse.Namespace):
+    """The CheckSpecs the command line names."""
+    from harness.checks import default_check, load_checks
+    from harness.config import load_suite
+
+    overrides = {"metrics": args.metrics, "tolerance": args.tolerance, "alpha": args.alpha}
+    reference = None
+    if args.reference:
+        file, sep, name = args.reference.partition("::")
+        if not sep or not name:
+            raise ConfigError("--reference", "", f"expected FILE::FAMILY, got {args.reference!r}")
+        reference = f"{Path(file).resolve()}::{name}"
+    out = []
+    for spec in args.spec:
+        file, sep, name = spec.partition("::")
+        suite = load_suite(file)
+        if not sep:
+            if reference is not None:
+                raise ConfigError(spec, "", "--reference needs the candidate as FILE::FAMILY")
+            checks = load_checks(suite)
+            if not checks:
+                raise ConfigError(spec, "checks", "this file declares no checks; name a family as "
+                                  "FILE::FAMILY to check it against its own baseline")
+            out += [_override(c, overrides) for c in checks.values()]
+            continue
+        checks = load_checks(suite)
+        if name in checks and reference is None:
+            out.append(_override(checks[name], overrides))
+        elif name in suite.families:
+            out.append(default_check(suite, name, reference, overrides=overrides))
+        else:
+            raise ConfigError(file, f"checks.{name}", f"no check or family {name!r}; checks: "
+                              f"{', '.join(checks) or 'none'}; families: {', '.join(suite.families)}")
+    return out
+
+
+def _override(check, overrides):
+    import dataclasses
+
+    changes = {}
+    if overrides["metrics"]:
+        changes["metrics"] = tuple(overrides["metrics"])
+    if overrides["tolerance"] is not None or overrides["metrics"]:
+        t = overrides["tolerance"]
+        metrics = changes.get("metrics", check.metrics)
+        changes["tolerance"] = {m: t if t is not None else check.tolerance.get(m, 0.03) for m in metrics}
+    if overrides["alpha"] is not None:
+        changes["alpha"] = overrides["alpha"]
+    return dataclasses.replace(check, **changes) if changes else check
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.analysis import AnalysisOptions, analyze_family
+    from harness.family import device_class, obtain_family, resolve_device
+    from harness.gate import run_check
+    from harness.verdict import check_parameters
+
+    checks = _checks(args)
+    for c in checks:
+        for t in c.tolerance.values():
+            check_parameters(t, c.alpha)
+    options = AnalysisOptions(n_boot=args.n_boot, ci_method=args.ci_method)
+    store = _store_dir(args)
+    cache: dict = {}
+
+    def analyze(cfg):
+        key = (cfg.source, cfg.name, tuple(cfg.seeds))
+        if key not in cache:
+            fam = obtain_family(cfg, store=store, device=args.device, progress=not args.no_progress)
+            cache[key] = analyze_family(fam, options=options)
+        return cache[key]
+
+    failed, updated = 0, set()
+    for c in checks:
+        dev = device_class(resolve_device(args.device or c.candidate.train.device))
+        cmd = "seedstab check " + " ".join(args.spec) + " --update-baselines"
+        out = run_check(c, analyze=analyze, baselines_dir=Path(args.baselines_dir), device_class=dev,
+                        options=options, update=args.update_baselines, baseline_metrics=c.metrics,
+                        seed_offset=args.seedstab_seed, inconclusive=args.inconclusive,
+                        update_command=cmd, already_updated=updated,
+                        baseline=Path(args.baseline) if args.baseline else None)
+        print(out.report)
+        print()
+        failed += out.verdict.failed
+    word = "all passed" if not failed else f"{failed} failed"
+    print(f"seedstab check: {len(checks)} check(s), {word}")
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -141,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        return {"train": cmd_train, "ls": cmd_ls, "analyze": cmd_analyze}[args.command](args)
+        return {"train": cmd_train, "ls": cmd_ls, "analyze": cmd_analyze,
+                "check": cmd_check}[args.command](args)
     except ConfigError as e:
         print(f"seedstab: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

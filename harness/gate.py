@@ -111,7 +111,8 @@ def run_check(check: CheckSpec, *, analyze: Callable[[FamilyConfig], Analysis], 
               device_class: str, options: Any, update: bool = False,
               baseline_metrics: Sequence[str] = (), seed_offset: int | None = None,
               inconclusive: str | None = None, n_perm: int = 2000,
-              update_command: str | None = None, already_updated: set[str] | None = None) -> Outcome:
+              update_command: str | None = None, already_updated: set[str] | None = None,
+              baseline: Path | None = None) -> Outcome:
     """Run ``check`` (see the module docstring for the order of decisions).
 
     ``device_class``: where the candidate will train (the baseline directory); ``options``:
@@ -119,7 +120,8 @@ def run_check(check: CheckSpec, *, analyze: Callable[[FamilyConfig], Analysis], 
     reference's baseline must hold (all checks naming it), written with ``update``;
     ``seed_offset`` shifts the candidate's seeds (fresh seeds; the reference keeps its own);
     ``inconclusive`` overrides the check's policy; ``already_updated``: baseline paths this
-    run rewrote already (a reference shared by several checks is written once).
+    run rewrote already (a reference shared by several checks is written once); ``baseline``:
+    the reference's baseline file, instead of its place under ``baselines_dir``.
     """
     import time
 
@@ -127,7 +129,8 @@ def run_check(check: CheckSpec, *, analyze: Callable[[FamilyConfig], Analysis], 
     ref_cfg = check.reference
     cand_cfg = fresh_seeds(check.candidate, seed_offset)
     policy = inconclusive or check.inconclusive
-    path = reference_baseline_path(check, baselines_dir=baselines_dir, device_class=device_class)
+    path = Path(baseline) if baseline is not None else \
+        reference_baseline_path(check, baselines_dir=baselines_dir, device_class=device_class)
     metrics = list(check.metrics)
     to_store = list(dict.fromkeys([*metrics, *baseline_metrics]))
     analysed: list[FamilyConfig] = []
