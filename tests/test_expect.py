@@ -4,6 +4,8 @@ naming the metric, the layers and the seeds on data that does not."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +241,77 @@ def test_not_worse_uses_the_joint_max_t_p_values():
 def test_unknown_metric_names_what_exists():
     with pytest.raises(KeyError, match="no measurement 'nope'; this analysis has: s"):
         expect.above(analysis(s=[0.5]), "nope", bound=0)
+
+
+# ----------------------------------------------------------------------------- the suites' and example's logic
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_module(relpath: str):
+    spec = importlib.util.spec_from_file_location(relpath.replace("/", "_").removesuffix(".py"), ROOT / relpath)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeSeedstab:
+    """The ``seedstab`` fixture's surface over given analyses (no training)."""
+
+    def __init__(self, analyses: dict[str, Analysis]) -> None:
+        self.analyses = analyses
+
+    def suite(self, path):
+        from harness.config import load_suite
+
+        return load_suite(path)
+
+    def analysis(self, path, name):
+        return self.analyses[name]
+
+    def compare(self, path, baseline, candidate, *, metrics, alternative="greater", adjust="max-t", alpha=None):
+        from harness.analysis import compare_families
+
+        return compare_families(self.analyses[baseline], self.analyses[candidate], metrics=metrics,
+                                alternative=alternative, adjust=adjust, alpha=alpha, n_boot=10)
+
+
+def stability_family(name: str, rng: np.random.Generator, means: dict[str, list[float]], *, m: int = 6,
+                     base: dict[str, np.ndarray] | None = None, shift: float = 0.0) -> Analysis:
+    pws = {k: (base[k] + shift + rng.normal(0.0, 0.002, size=base[k].shape)) if base else family(rng, v, m=m)
+           for k, v in means.items()}
+    return Analysis(family=name, fingerprint="fp", seeds=tuple(range(m)), device_class="cpu", probe_digest="d",
+                    measurements={k: pairwise_measurement(k, pw) for k, pw in pws.items()})
+
+
+def test_the_change_example_flags_a_worse_change_and_passes_a_neutral_one():
+    example = load_module("examples/test_changes.py")
+    rng = np.random.default_rng(7)
+    means = {name: [0.8, 0.6] for name in example.METRICS}
+    adam = stability_family("adam", rng, means)
+    pw = {k: adam[k].pairwise for k in means}
+    fams = {"adam": adam, "lion": stability_family("lion", rng, means, base=pw, shift=-0.05),
+            "qk_norm": stability_family("qk_norm", rng, means, base=pw, shift=+0.01)}
+    seedstab = FakeSeedstab(fams)
+    example.test_change_does_not_destabilize_heads(seedstab, "qk_norm")
+    with pytest.raises(expect.ExpectationFailed, match="lion is worse than adam"):
+        example.test_change_does_not_destabilize_heads(seedstab, "lion")
+
+
+def test_the_smoke_suite_checks_on_synthetic_families():
+    smoke = load_module("suites/smoke/test_smoke.py")
+    rng = np.random.default_rng(8)
+    raw, cs, cka = "head_stability.all_anchors", "content_specific.all_anchors", "head_cka.debiased"
+    adam = stability_family("adam", rng, {raw: [0.875, 0.827], cs: [0.04, 0.58]})
+    adamw = stability_family("adamw", rng, {raw: [0.875, 0.83], cs: [0.04, 0.57]},
+                             base={raw: adam[raw].pairwise, cs: adam[cs].pairwise}, shift=-0.005)
+    l4 = stability_family("adam_l4", rng, {raw: [0.84, 0.71, 0.50, 0.65], cka: [0.57, 0.42, 0.35, 0.81]}, m=5)
+    seedstab = FakeSeedstab({"adam": adam, "adamw": adamw, "adam_l4": l4})
+    smoke.test_depth_spread_grows_with_depth(seedstab)
+    smoke.test_middle_layers_are_least_stable(seedstab)
+    smoke.test_adamw_does_not_destabilize_heads(seedstab)
+    worse = stability_family("adamw", rng, {raw: [0.8, 0.8], cs: [0.0, 0.5]},
+                             base={raw: adam[raw].pairwise, cs: adam[cs].pairwise}, shift=-0.05)
+    with pytest.raises(expect.ExpectationFailed, match="non-inferior"):
+        smoke.test_adamw_does_not_destabilize_heads(FakeSeedstab({"adam": adam, "adamw": worse}))

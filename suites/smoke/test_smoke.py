@@ -78,20 +78,21 @@ def test_residual_stream_more_stable_than_head_outputs(seedstab, family):
 
 
 def test_depth_spread_grows_with_depth(seedstab):
-    """More layers, a wider range of raw layer stability. (The content-specific spread does
-    not grow from 2 to 4 layers here: 0.54 -> 0.39, because at 2 layers it is the gap between a
-    position-driven previous-token layer (~0.04) and the induction layer (~0.58). That claim
-    stays in the GPU tier.)"""
+    """More layers, a wider range of raw layer stability, on intervals: the 95% interval of
+    Δspread (4 layers − 2 layers; Welch over the spread's jackknife pseudo-values, 6 and 5
+    seeds) lies above 0. (The content-specific spread does not grow from 2 to 4 layers here:
+    0.54 -> 0.39, because at 2 layers it is the gap between a position-driven previous-token
+    layer (~0.04) and the induction layer (~0.58). That claim stays in the GPU tier.)"""
     two, four = seedstab.analysis(SUITE, "adam"), seedstab.analysis(SUITE, "adam_l4")
-    metric = "head_stability.spread"
-    expect.increasing([float(two[metric].value), float(four[metric].value)], ["2 layers", "4 layers"],
-                      what=metric)
+    expect.spread_increases([two, four], "head_stability.all_anchors", labels=["2 layers", "4 layers"])
 
 
 def test_middle_layers_are_least_stable(seedstab):
     """Finding 1 at 4 layers: the least stable layer is an inner one, for head patterns (raw)
-    and for head-output CKA, and stays above a floor. (Content-specific stability is lowest
-    in the position-driven layer 0 instead; README has the table.)"""
+    and for head-output CKA, and stays above a floor, on intervals: the seed bootstrap puts
+    the minimum in layer 1 or 2 with probability >= 0.95, and every layer's CI lower end is
+    above the floor. (Content-specific stability is lowest in the position-driven layer 0
+    instead; README has the table.)"""
     exp = seedstab.suite(SUITE).expectations
     a = seedstab.analysis(SUITE, "adam_l4")
     expect.mid_depth_minimum(a, "head_stability.all_anchors", floor=exp["stability_floor"], edge_margin=1)
@@ -110,20 +111,20 @@ def test_longer_prompts_are_less_stable_in_the_deeper_model(seedstab):
 
 def test_adamw_does_not_destabilize_heads(seedstab):
     """Non-inferiority at CPU scale: AdamW's head stability (raw and content-specific) is not
-    worse than Adam's by more than 0.03 in any layer (paired seeds, CI lower end). The
-    paper's positive AdamW effect is expected only in the GPU tier (it does not show here)."""
-    cmp = seedstab.compare(SUITE, "adam", "adamw",
-                           metrics=["head_stability.all_anchors", "content_specific.all_anchors"],
-                           alternative="two-sided")
-    rows = [[m, str(l), float(np.atleast_1d(c.delta)[l]), float(np.atleast_1d(c.lo)[l]),
-             float(np.atleast_1d(c.hi)[l])] for m, c in cmp.items() for l in range(np.size(c.delta))]
-    assert all(r[3] > -0.03 for r in rows), ("AdamW destabilizes heads relative to Adam\n"
-                                             + expect.table(["metric", "layer", "Δ", "CI lo", "CI hi"], rows))
+    worse than Adam's by more than 0.03 in any layer: the one-sided 97.5% lower bound of
+    AdamW − Adam (paired seeds; the lower end of the two-sided 95% interval) is above −0.03
+    in every row (intersection–union, no multiplicity correction). The paper's positive
+    AdamW effect is expected only in the GPU tier (it does not show here)."""
+    expect.non_inferior(seedstab.analysis(SUITE, "adam"), seedstab.analysis(SUITE, "adamw"),
+                        metrics=["head_stability.all_anchors", "content_specific.all_anchors"],
+                        margin=0.03, alpha=0.025)
 
 
 def test_adamw_makes_attention_more_diffuse(seedstab):
-    """What weight decay does at this scale (measured in DESIGN.md too): higher attention
-    entropy, which raises the shuffled-prompt null along with raw stability."""
-    cmp = seedstab.compare(SUITE, "adam", "adamw", metrics=["attention_entropy"], alternative="greater")
+    """What weight decay does at this scale: higher attention entropy in every layer (paired
+    seeds, p-values max-T adjusted over the layers), which raises the shuffled-prompt null
+    along with raw stability."""
+    cmp = seedstab.compare(SUITE, "adam", "adamw", metrics=["attention_entropy"], alternative="greater",
+                           alpha=0.05)
     c = cmp["attention_entropy"]
     assert np.all(np.atleast_1d(c.lo) > 0) and np.all(np.atleast_1d(c.p_value) < 0.05), c.to_dict()
