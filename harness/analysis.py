@@ -8,6 +8,8 @@ Measurement names (``value`` per layer unless noted):
 
 * ``head_stability.{all_anchors,anchor,hungarian}``: the paper's head stability S_l
   (mean over heads of the best-match similarity); ``all_anchors`` is the regression default.
+  ``anchor`` (the paper's seed-1 anchor) is reported with a CI conditional on the anchor
+  seed and is not baselinable (its units share the anchor).
 * ``head_stability_null.all_anchors``: the shuffled-prompt null (the other seed's heads
   scored on a different probe prompt); ``content_specific.all_anchors`` = raw − null and
   ``content_specific_normalized.all_anchors`` = (raw − null) / (1 − null).
@@ -27,14 +29,20 @@ Measurement names (``value`` per layer unless noted):
   content-specific form of the residual-over-head claim.
 * ``distinctness``, ``uniform_similarity``, ``attention_entropy`` (per seed).
 * ``induction.max_score``, ``prev_token.max_score`` (scalar per seed), ``induction.similarity``.
-* ``importance.spearman`` / ``importance.pearson``: per layer, r(ΔPPL of zero-ablating a
-  head, its stability), per seed; ``importance.spearman.trend`` its slope over depth; the
-  same with ``_cs`` against content-specific head stability; ``importance.delta_ppl`` mean
-  ΔPPL. Undefined r (a constant side) counts as 0 and is counted in info.
-* ``qnorm.pearson`` / ``qnorm.pearson_cs`` (scalar per seed): r(‖W_Q‖_F, S_l) across layers,
-  raw and content-specific.
+* ``importance.spearman`` / ``importance.pearson``: per layer, the family mean over seeds
+  of r(ΔPPL of zero-ablating a head, its stability against the other seeds);
+  ``importance.spearman.trend`` its slope over depth; the same with ``_cs`` against
+  content-specific head stability; ``importance.delta_ppl`` mean ΔPPL. Undefined r (a
+  constant side) counts as 0 and is counted in info. Their per-seed units are the
+  jackknife pseudo-values of the family r (see :func:`_seed_correlations`).
+* ``qnorm.pearson`` / ``qnorm.pearson_cs`` (scalar): the same for r(‖W_Q‖_F, S_l) across
+  layers, raw and content-specific.
 * ``prompt_length.all_anchors`` / ``prompt_length.content_specific``: stability over
   nested prefixes (value per length, see info ``prompt_lengths``); ``prompt_length.trend``.
+
+A degenerate family (a seed whose activations are NaN, a layer whose every head is uniform
+so that the shuffled-prompt null is 1) is analysed, not refused: undefined values are NaN
+and ``info["degenerate"]`` names each ("<metric> layer 1: null = 1 (...)").
 """
 
 from __future__ import annotations
@@ -466,7 +474,7 @@ def _cross_layer(cap: FamilyCapture, agg: _Aggregator) -> None:
     same[np.eye(M, dtype=bool)] = np.nan
     agg.pairwise("cross_layer.same_layer_fraction", same, higher=True,
                  desc="share of heads whose best cross-layer match lies in the same layer")
-    agg.extra["same_layer_fraction"] = float(cl.same_layer_fraction)
+    agg.extra["same_layer_fraction"] = math.nan if agg.bad_seeds else float(cl.same_layer_fraction)
 
 
 def _controls(cap: FamilyCapture, agg: _Aggregator) -> None:
@@ -487,7 +495,8 @@ def _controls(cap: FamilyCapture, agg: _Aggregator) -> None:
     sim = circuits.induction_head_similarity(cap.patterns, ind)
     agg.pairwise("induction.similarity", sim.pairwise, higher=True,
                  desc="pattern similarity of the seeds' best induction heads")
-    agg.extra["induction_heads"] = [[int(l), int(h), float(s)] for (l, h), s in zip(sim.heads, sim.best_scores)]
+    agg.extra["induction_heads"] = [[int(l), int(h), float(s) if k not in agg.bad_seeds else math.nan]
+                                    for k, ((l, h), s) in enumerate(zip(sim.heads, sim.best_scores))]
 
 
 def _cka(cap: FamilyCapture, stab: dict[str, Any], agg: _Aggregator, o: AnalysisOptions) -> None:
