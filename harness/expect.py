@@ -4,6 +4,12 @@ Suites state the paper's findings with these ("the least stable layer is mid-dep
 a floor", "the residual stream is more stable than the heads"). Each check returns a short
 text on success (for the report) and raises :class:`ExpectationFailed` with a table of the
 numbers, their CIs and the seeds behind them otherwise.
+
+Claims are judged on intervals and seed-level tests, never on point values alone:
+:func:`mid_depth_minimum` (bootstrap probability of where the minimum lies, CI lower ends),
+:func:`spread_increases` (interval of Δspread), :func:`non_inferior` (one-sided lower bounds),
+:func:`not_worse` / :func:`improvement` (seed-level tests, refused with ValueError when their
+smallest attainable p-value is not below alpha: a check that cannot fail is a defect).
 """
 
 from __future__ import annotations
@@ -149,7 +155,10 @@ def improvement(comparison: Comparison, *, metric: str, delta: float, alpha: flo
                 baseline: str, candidate: str) -> Check:
     """candidate − baseline > ``delta`` and the seed-level test rejects at α, for a scalar
     comparison (e.g. of the mean over layers, as suites/paper does). Per-layer comparisons
-    are refused: one Δ and one p for many layers would need a rule for combining them."""
+    are refused: one Δ and one p for many layers would need a rule for combining them. A
+    comparison whose smallest attainable p (``Comparison.min_p``: its seeds, patterns and
+    adjustment) is not below α is refused with ValueError naming the numbers and the seed
+    count that would do: it could never pass."""
     __tracebackhide__ = True
     if np.ndim(comparison.delta) or np.ndim(comparison.p_value):
         raise ValueError(f"improvement({metric}): expected a scalar comparison, got delta of shape "
