@@ -190,7 +190,7 @@ def header(*, fingerprints: Mapping[str, str], probe_digests: Mapping[str, str],
     return out
 
 
-def make_header(analyses: Mapping[str, Analysis], *, provenance: Mapping[str, Any],
+def make_header(analyses: Mapping[str, Analysis], *, provenance: Mapping[str, Any] | None = None,
                 seed_keys: Mapping[str, Any] | None = None, device_name: str | None = None,
                 created: str | None = None,
                 versions: Mapping[str, str | None] | None = None) -> dict[str, Any]:
@@ -198,7 +198,8 @@ def make_header(analyses: Mapping[str, Analysis], *, provenance: Mapping[str, An
 
     All analyses must share one device class. ``seed_keys`` (family -> the seeds'
     init/data keys) default to ``analysis.info["seed_keys"]``, else ``init{s}-data{s}``;
-    ``device_name`` to ``analysis.info["device_name"]``; the rest as in :func:`header`.
+    ``device_name`` to ``analysis.info["device_name"]``; ``provenance`` to this
+    installation's with the default analysis options; the rest as in :func:`header`.
     """
     if not isinstance(analyses, Mapping) or not analyses:
         raise ValueError("analyses: expected a non-empty mapping of family name -> Analysis")
@@ -212,6 +213,11 @@ def make_header(analyses: Mapping[str, Analysis], *, provenance: Mapping[str, An
     if device_name is None:
         names = {str(a.info["device_name"]) for a in analyses.values() if "device_name" in a.info}
         device_name = names.pop() if len(names) == 1 else None
+    if provenance is None:
+        from harness.analysis import AnalysisOptions  # lazily: it imports torch
+        from harness.gate import options_record
+
+        provenance = current_provenance(options_record(AnalysisOptions()))
     keys = dict(seed_keys or {})
     for k, a in analyses.items():
         keys.setdefault(k, a.info.get("seed_keys") or [f"init{s}-data{s}" for s in a.seeds])
