@@ -1,4 +1,4 @@
-"""Stored baselines: one reviewable JSON file per test and device class (DESIGN.md "Baselines").
+"""Stored baselines: one reviewable JSON file per reference family (or test) and device class.
 
 Layout: ``<root>/<device-class>/<suite>/<test>.json``, ``<test>`` being the pytest node name
 made safe for file names (``test_x[adam-8]`` -> ``test_x-adam-8``). A failing or missing

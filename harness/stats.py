@@ -1,4 +1,4 @@
-"""Family statistics where the seed is the unit (DESIGN.md "Statistics").
+"""Family statistics where the seed is the unit.
 
 Inputs are pairwise seed matrices X [M, M, ...] (X[a, m] = seed a measured against seed m;
 the diagonal is ignored whatever it holds) or per-seed values [M, ...]. Pairs share seeds,

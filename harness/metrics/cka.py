@@ -1,6 +1,6 @@
 """Centred kernel alignment (CKA) between seeds: residual streams and head outputs.
 
-Three kernels, all computed with float64 sums (DESIGN.md "Metrics"):
+Three kernels, all computed with float64 sums:
 
 - ``linear``: feature-space formula ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F),
   O(n d^2) time and O(d^2) extra memory; never builds an n x n Gram matrix.

@@ -116,11 +116,3 @@ def test_every_seed_forms_an_induction_head(seedstab, family):
     exp = seedstab.suite(SUITE).expectations
     scores = seedstab.analysis(SUITE, family)["induction.max_score"].per_seed
     assert (scores > exp["induction_threshold"]).all(), dict(zip(seedstab.analysis(SUITE, family).seeds, scores))
-
-
-@pytest.mark.parametrize("family", [f"{o}_l{d}" for o in ("adam", "adamw") for d in DEPTHS])
-def test_no_stability_regression(seedstab, stability_baseline, family):
-    suite = seedstab.suite(SUITE)
-    reg = suite.regression
-    stability_baseline.check(seedstab.analysis(SUITE, family), metrics=reg["metrics"],
-                             tolerance=reg["tolerance"]["default"], alpha=reg["alpha"], suite=suite.name)
