@@ -264,6 +264,8 @@ class SessionHooks:
         status = next((str(v) for k, v in reversed(item.user_properties) if k == "seedstab_status"), None)
         verdict = status or ("pass" if report.passed else "fail" if report.failed else report.outcome)
         text = str(report.longrepr)[-20000:] if report.failed else ""
+        # a YAML check's full report (its table), whatever the outcome: inconclusive passes too
+        gate_report = next((str(v) for k, v in reversed(item.user_properties) if k == "seedstab_report"), "")
         lines = []
         for key in touched:
             analysis = self.session._analyses.get(key)
@@ -276,7 +278,7 @@ class SessionHooks:
                 config=family.config.to_dict(), seed_logs=[dict(s.log) for s in family.seeds],
                 role="baseline" if self.opts.update_baselines else "candidate", verdict=verdict,
                 verdict_report={"test": item.nodeid, "outcome": report.outcome, "verdict": verdict,
-                                "failure": text},
+                                "failure": text, "report": gate_report},
                 plots=self._plots_for(key, analysis, family))
             if result.logged:
                 url = tracking.run_url(self.uri, result.run_id)
