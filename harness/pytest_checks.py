@@ -19,16 +19,19 @@ import pytest
 from harness.baseline_fixture import P_BASELINE, P_STATUS, P_WRITTEN, SeedstabInconclusive
 
 _CHECKS_RE = re.compile(r"^checks\s*:", re.MULTILINE)
+_FAMILIES_RE = re.compile(r"^families\s*:", re.MULTILINE)
 
 
 def is_check_file(path: Path) -> bool:
-    """A YAML file with a top-level ``checks:`` key (cheap: no YAML parse, no imports)."""
+    """A suite file: YAML with top-level ``families:`` and ``checks:`` keys (cheap: no YAML
+    parse, no imports), so other YAML files in a project (CI configs, data) are left alone."""
     if path.suffix not in (".yaml", ".yml"):
         return False
     try:
-        return bool(_CHECKS_RE.search(path.read_text(encoding="utf-8", errors="replace")))
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
+    return bool(_CHECKS_RE.search(text)) and bool(_FAMILIES_RE.search(text))
 
 
 class CheckFailed(Exception):
