@@ -25,3 +25,23 @@ def test_worked_examples_train_through_the_protocol(tmp_path):
         cap = capture_family(fam.models, tokens, seeds=cfg.seeds)
         assert cap.patterns.shape == (2, 2, 2, 4, cfg.data.seq_len, cfg.data.seq_len)
         assert cap.z.shape[-2:] == (4, 16)
+
+
+def test_worked_checks_name_the_committed_smoke_reference():
+    """The examples' checks are against the smoke suite's adam, whose baseline is committed
+    and holds every metric they ask for, so running them trains only the candidates."""
+    from harness.baselines import read_baseline
+    from harness.checks import load_checks
+    from harness.config import fingerprint
+
+    checks = load_checks(EXAMPLES / "check_changes.yaml")
+    assert set(checks) == {"lion", "qk_norm", "parallel"}
+    smoke = load_suite(EXAMPLES.parent / "suites" / "smoke" / "smoke.yaml").families["adam"]
+    baseline = read_baseline(EXAMPLES.parent / "baselines" / "cpu" / "smoke" / "adam.json")
+    for name, check in checks.items():
+        assert (check.reference.name, check.reference_suite) == ("adam", "smoke"), name
+        assert check.candidate.name == name and not check.same_family
+        assert set(check.metrics) <= set(baseline.measurements["adam"]), name
+    # the examples' own `adam` is the smoke adam spelled out: candidates differ from it by their change only
+    assert fingerprint(load_suite(EXAMPLES / "check_changes.yaml").families["adam"]) == fingerprint(smoke)
+    assert baseline.header["fingerprints"]["adam"] == fingerprint(smoke)
