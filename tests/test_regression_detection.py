@@ -1,16 +1,14 @@
-"""The regression rule catches real destabilizing changes and lets fresh seeds through.
+"""The gate policy catches real destabilizing changes and lets fresh seeds through.
 
 Tiny attention-only families on the induction language (the smoke recipe at d_model 32,
-fewer steps). The baseline is one family; candidates are the same config with fresh seeds
-(must pass) and deliberately destabilizing changes (must be flagged). The metric checked
-is the content-specific head stability, the one a change cannot game by making attention
-more diffuse. The false-alarm *rate* is measured by benchmarks/bench_false_alarm.py.
-
-These changes edit the spec (steps, lr, init std), so they change the fingerprint: through the
-``stability_baseline`` gate they would be reported STALE, by design. What is tested here is
-the statistical rule itself (``harness.verdict.compare``). The gate's own path for a change
-that keeps the fingerprint (edited user code) is tested end to end in
-tests/test_suite_e2e.py::test_edited_user_optimizer_reaches_the_gate_as_a_regression.
+fewer steps). The reference is one family; candidates are the same config with fresh seeds
+(must pass) and deliberately destabilizing changes of the spec (must be flagged REGRESSED).
+Each comparison is a check decided by ``harness.verdict.decide`` on one metric, the
+content-specific head stability, the one a change cannot game by making attention more
+diffuse. A changed spec keeps the reference's seeds (the same init and data order), so its
+check is paired on the shared seeds (sign flips of the per-seed differences); fresh seeds
+share none, so that check is unpaired (seed-label permutations). The false-alarm *rate* is
+measured by benchmarks/bench_gate.py.
 """
 
 from __future__ import annotations
@@ -23,12 +21,13 @@ import pytest
 from harness.analysis import AnalysisOptions, analyze_family
 from harness.config import load_family
 from harness.family import obtain_family
-from harness.verdict import compare
+from harness.verdict import Verdict, decide, format_table
 
 SPEC = Path(__file__).parent / "data" / "tiny_induction.yaml"
 OPTIONS = AnalysisOptions(n_boot=200, step0=False, importance=False, cross_layer=False,
                           kernels=("debiased",), prompt_lengths=(1.0,))
 METRIC, TOLERANCE, ALPHA = "content_specific.all_anchors", 0.03, 0.05
+FRESH_SEEDS = [100, 101, 102, 103, 104, 105]
 
 
 @pytest.fixture(scope="module")
@@ -46,24 +45,39 @@ def measure(cfg, store):
 
 
 @pytest.fixture(scope="module")
-def baseline(base_cfg, store):
+def reference(base_cfg, store):
     return measure(base_cfg, store)
 
 
-def verdict(baseline, candidate):
-    rows = compare(baseline, candidate, tolerance=TOLERANCE, alpha=ALPHA, generator=np.random.default_rng(0))
-    return rows, any(r.regressed for r in rows)
+def keys(cfg) -> list[str]:
+    return [cfg.seed_key(s) for s in cfg.seeds]
 
 
-def test_the_tiny_family_learns_something_content_specific(baseline):
+def check(reference, base_cfg, candidate, cand_cfg) -> Verdict:
+    return decide({METRIC: reference}, {METRIC: candidate}, metrics=[METRIC],
+                  tolerance=TOLERANCE, alpha=ALPHA, reference_keys=keys(base_cfg),
+                  candidate_keys=keys(cand_cfg), generator=np.random.default_rng(0))
+
+
+def explain(v: Verdict) -> str:
+    return "\n".join([f"status {v.status}; {v.design}", *v.reasons, *v.notes,
+                      *format_table(v.rows)])
+
+
+def test_the_tiny_family_learns_something_content_specific(reference):
     # Without this, "regressions" below would be noise around zero.
-    assert np.max(baseline.lo) > 0.05, baseline.value
+    assert np.max(reference.lo) > 0.05, reference.value
 
 
-def test_fresh_seeds_of_the_same_config_are_not_flagged(base_cfg, store, baseline):
-    fresh = measure(base_cfg.replace(seeds=[100, 101, 102, 103, 104, 105]), store)
-    rows, regressed = verdict(baseline, fresh)
-    assert not regressed, [(r.layer, r.delta, r.p) for r in rows]
+def test_fresh_seeds_of_the_same_config_are_not_flagged(base_cfg, store, reference):
+    fresh_cfg = base_cfg.replace(seeds=FRESH_SEEDS)
+    assert not set(keys(fresh_cfg)) & set(keys(base_cfg)), "fresh seeds must share no seed key"
+    v = check(reference, base_cfg, measure(fresh_cfg, store), fresh_cfg)
+    assert v.design.startswith("unpaired, 6 vs 6 seeds"), explain(v)
+    # pass or inconclusive, decided on every layer: an underpowered or invalid check would
+    # not be flagged either, and would test nothing
+    assert v.status in ("pass", "inconclusive"), explain(v)
+    assert len(v.rows) == np.size(reference.value) and not v.regressed_rows, explain(v)
 
 
 @pytest.mark.parametrize("change", [
@@ -71,7 +85,9 @@ def test_fresh_seeds_of_the_same_config_are_not_flagged(base_cfg, store, baselin
     pytest.param({"train": {"lr": 3.0e-2}}, id="lr x10"),
     pytest.param({"model": {"init_std": 0.5}}, id="init std x25"),
 ])
-def test_destabilizing_changes_are_flagged(base_cfg, store, baseline, change):
-    candidate = measure(base_cfg.replace(**change), store)
-    rows, regressed = verdict(baseline, candidate)
-    assert regressed, [(r.layer, round(r.delta, 3), r.p) for r in rows]
+def test_destabilizing_changes_are_flagged(base_cfg, store, reference, change):
+    cand_cfg = base_cfg.replace(**change)
+    assert keys(cand_cfg) == keys(base_cfg), "a spec change keeps the reference's seeds"
+    v = check(reference, base_cfg, measure(cand_cfg, store), cand_cfg)
+    assert v.design.startswith("paired on 6 seeds"), explain(v)
+    assert v.status == "regressed", explain(v)
