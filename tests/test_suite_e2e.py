@@ -16,7 +16,7 @@ import pytest
 SUITE_YAML = """
     suite: e2e
     defaults:
-      seeds: [0, 1, 2, 3]               # 3 vs 3 seeds could never reject at 0.05 (refused as underpowered)
+      seeds: [0, 1, 2, 3, 4, 5]         # paired on 4 seeds a check could never reject at 0.05 (1/16)
       model: {n_layers: 2, n_heads: 2, d_model: 16, attn_only: true}
       data: {vocab_size: 32, seq_len: 32, synthetic: {span_min: 4, span_max: 8}}
       train: {lr: 3.0e-3, steps: 20, batch_size: 8}
@@ -24,7 +24,9 @@ SUITE_YAML = """
     families:
       base: {}
       wide: {extends: base, model: {d_model: 32}}
-    regression: {alpha: 0.05, tolerance: 0.05}
+    regression: {alpha: 0.05, tolerance: 0.05, metrics: [head_stability.all_anchors]}
+    checks:
+      base: {candidate: base}
 """
 
 SUITE_TESTS = """
@@ -74,6 +76,8 @@ def test_suite_logs_to_a_real_mlflow_server(suite_dir, mlflow_server, tmp_path):
                         "--seedstab-summary", str(suite_dir / "summary.md"))
     assert second.returncode == 0, second.stdout + second.stderr
     assert "PASS      suites/test_e2e.py::test_baseline[base]" in second.stdout
+    assert "PASS      suites/e2e.yaml::base" in second.stdout
+    assert (suite_dir / "baselines" / "cpu" / "e2e" / "base.json").exists()
     summary = (suite_dir / "summary.md").read_text()
     assert "test_baseline[wide]" in summary and "pass" in summary
 
@@ -98,7 +102,9 @@ def test_suite_logs_to_a_real_mlflow_server(suite_dir, mlflow_server, tmp_path):
     assert verdict["verdict"] == "pass"
     children = client.search_runs([exp.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-    assert len(children) == 4 and all(c.data.metrics.get("final_perplexity", 0) > 1 for c in children)
+    assert len(children) == 6 and all(c.data.metrics.get("final_perplexity", 0) > 1 for c in children)
+    check_run = next(r for r in parents if r.info.run_name == "base:base")  # the YAML check item
+    assert check_run.data.tags["verdict"] == "pass"
 
 
 def test_suite_under_xdist_with_the_sqlite_default(suite_dir):
@@ -108,7 +114,7 @@ def test_suite_under_xdist_with_the_sqlite_default(suite_dir):
     assert (suite_dir / "mlflow.db").exists()
     again = run_pytest(suite_dir, "-n", "2")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "4 passed" in again.stdout
+    assert "5 passed" in again.stdout
 
     from mlflow import MlflowClient
 
@@ -116,22 +122,25 @@ def test_suite_under_xdist_with_the_sqlite_default(suite_dir):
     exp = client.get_experiment_by_name("seedstab/e2e")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 8  # 4 tests x 1 family, twice
+    assert len(parents) == 10  # 5 tests x 1 family, twice
     # each family's seeds were trained exactly once across both workers and both runs
     trained = list((suite_dir / "store").glob("*/cpu-t1/init*"))
-    assert len([p for p in trained if p.is_dir() and ".corrupt" not in p.name]) == 8
+    assert len([p for p in trained if p.is_dir() and ".corrupt" not in p.name]) == 12
 
 
 EDIT_YAML = """
     suite: edit
     defaults:
-      seeds: [0, 1, 2, 3]
+      seeds: [0, 1, 2, 3, 4, 5]
       model: {n_layers: 2, n_heads: 2, d_model: 16, attn_only: true}
       data: {vocab_size: 32, seq_len: 32, synthetic: {span_min: 4, span_max: 8}}
       train: {optimizer: "my_opt:ScaledAdam", lr: 1.0e-2, steps: 40, batch_size: 8}
       probe: {n_prompts: 8}
     families:
       mine: {}
+    regression: {alpha: 0.05, tolerance: 0.01, metrics: [head_stability.all_anchors]}
+    checks:
+      mine: {candidate: mine}           # the same family, its optimizer's code edited
 """
 
 EDIT_TESTS = """
@@ -174,11 +183,14 @@ def test_edited_user_optimizer_reaches_the_gate_as_a_regression(tmp_path):
     first = run_pytest(d, "--no-mlflow", "--update-baselines")
     assert first.returncode == 0, first.stdout + first.stderr
     assert (d / "baselines" / "cpu" / "edit" / "test_gate.json").exists()
+    assert (d / "baselines" / "cpu" / "edit" / "mine.json").exists()
     again = run_pytest(d, "--no-mlflow")
     assert again.returncode == 0, again.stdout + again.stderr  # unchanged code: passes, from the store
     opt.write_text(textwrap.dedent(MY_OPT.format(scale="1.0")))
     edited = run_pytest(d, "--no-mlflow")
     assert edited.returncode == 1, edited.stdout + edited.stderr
-    assert "REGRESSED" in edited.stdout and "STALE" not in edited.stdout, edited.stdout
+    assert "REGRESSED suites/edit.yaml::mine" in edited.stdout, edited.stdout  # the YAML check
+    assert "REGRESSED suites/test_edit.py::test_gate" in edited.stdout  # and the fixture
+    assert "STALE" not in edited.stdout, edited.stdout
     keys = sorted(p.name for p in (d / "store").iterdir() if p.is_dir())
     assert len(keys) == 2 and all("-code" in k for k in keys), keys  # the edit retrained under a new key
