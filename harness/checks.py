@@ -118,7 +118,7 @@ def _number(value: Any, source: str, key: str, *, what: str, low: float, high: f
 def _tolerance(value: Any, metrics: tuple[str, ...], source: str, key: str) -> dict[str, float]:
     what = "a number >= 0 (absolute, in the metric's units)"
     if isinstance(value, Mapping):
-        unknown = [k for k in value if k != "default" and k not in metrics]
+        # entries for metrics a check does not use are allowed: the file's defaults are shared
         per = {k: _number(v, source, f"{key}.{k}", what=what, low=0.0, high=None, open_low=False)
                for k, v in value.items()}
         out = {}
@@ -129,7 +129,6 @@ def _tolerance(value: Any, metrics: tuple[str, ...], source: str, key: str) -> d
                 out[m] = per["default"]
             else:
                 raise ConfigError(source, key, f"no tolerance for {m!r}; add it or a 'default'")
-        del unknown  # tolerances for metrics a check does not use are allowed (shared defaults)
         return out
     t = _number(value, source, key, what=what, low=0.0, high=None, open_low=False)
     return {m: t for m in metrics}
