@@ -25,7 +25,9 @@ from harness.baselines import (BaselineError, baseline_path, current_provenance,
                                make_header, obtained_path, read_baseline, stale_reasons,
                                write_baseline)
 from harness.results import Analysis, Measurement
-from harness.verdict import Row, Verdict, check_parameters, decide, format_report, plan
+from harness.verdict import (INCONCLUSIVE_DEFAULT, Row, Verdict, check_parameters, decide, plan,
+                             resolve_tolerance)
+from harness.verdict_report import format_report
 
 __all__ = ["StabilityBaseline", "SeedstabInconclusive"]
 
@@ -66,23 +68,21 @@ def _select(analyses: Mapping[str, Analysis],
 
 def _tolerances(tolerance: float | Mapping[str, float], selected: Mapping[str, Mapping[str, Any]],
                 alpha: float) -> dict[str, dict[str, float]]:
+    """family -> metric -> tolerance; a mapping may name ``family:metric``, ``metric`` or
+    ``default``. Raises ValueError for bad values and for per-head measurements."""
     out: dict[str, dict[str, float]] = {}
     for fam, ms in selected.items():
         out[fam] = {}
         for metric, m in ms.items():
             label = f"{fam}:{metric}"
+            t = tolerance
             if isinstance(tolerance, Mapping):
-                t = next((tolerance[k] for k in (label, metric, "default") if k in tolerance), None)
-                if t is None:
-                    raise ValueError(f"tolerance: no entry for metric {metric!r}; it has "
-                                     f"{', '.join(sorted(tolerance)) or 'none'}")
-            else:
-                t = tolerance
-            check_parameters(t, alpha)
+                t = {metric: tolerance[label]} if label in tolerance else tolerance
+            out[fam][metric] = resolve_tolerance(t, metric)
+            check_parameters(out[fam][metric], alpha)
             if np.ndim(m.value) > 1:  # not the baseline's fault: say so before anything else
                 raise ValueError(f"metrics: {metric} has shape {np.shape(m.value)}; a baseline check "
                                  "tests scalars and per-layer [L] values, reduce per-head values to layers first")
-            out[fam][metric] = float(t)
     return out
 
 
@@ -143,7 +143,7 @@ class StabilityBaseline:
         rewritten); fails the test with a report otherwise.
         """
         __tracebackhide__ = True
-        policy = self._inconclusive or inconclusive or "fail"
+        policy = self._inconclusive or inconclusive or INCONCLUSIVE_DEFAULT
         fams = _as_mapping(analyses)
         selected = _select(fams, metrics)
         tolerances = _tolerances(tolerance, selected, alpha)
@@ -154,28 +154,35 @@ class StabilityBaseline:
         seeds = {f: list(a.seeds) for f, a in fams.items()}
         level = alpha / len(selected)
         base = dict(baseline_path=str(path), inconclusive_policy=policy)
+        obtained = obtained_path(path)
+        stored = None
+        if not self._update and path.exists():
+            try:
+                stored = read_baseline(path)
+            except BaselineError as e:
+                write_baseline(obtained, header=hdr, measurements=selected)
+                return self._finish(Verdict("invalid", reasons=(str(e),), written=(str(obtained),), **base),
+                                    None, seeds)
         for fam, ms in selected.items():  # a check that can never fail is refused up front
             keys = _keys(fams[fam])
-            p = plan(ms, metrics=list(ms), reference_keys=keys, candidate_keys=keys, alpha=level,
-                     n_perm=n_perm)
+            ref_keys = (stored.header.get("seed_keys") or {}).get(fam, keys) if stored else keys
+            ref_ms = stored.measurements.get(fam, ms) if stored else ms
+            try:
+                p = plan(ref_ms, metrics=list(ms), reference_keys=ref_keys, candidate_keys=keys,
+                         alpha=level, n_perm=n_perm)
+            except (KeyError, ValueError):
+                continue  # the comparison names what is wrong
             if p.underpowered:
                 return self._finish(Verdict("underpowered", reasons=(f"{fam}: {p.refusal()}",), **base),
                                     None, seeds)
         if self._update:
             write_baseline(path, header=hdr, measurements=selected)
             return self._finish(Verdict("updated", written=(str(path),), **base), None, seeds)
-        obtained = obtained_path(path)
-        if not path.exists():
+        if stored is None:
             write_baseline(obtained, header=hdr, measurements=selected)
             return self._finish(Verdict("missing", written=(str(obtained),), reasons=(
                 f"to accept the obtained result, rename it: mv {shlex.quote(str(obtained))} "
                 f"{shlex.quote(str(path))}",), **base), None, seeds)
-        try:
-            stored = read_baseline(path)
-        except BaselineError as e:
-            write_baseline(obtained, header=hdr, measurements=selected)
-            return self._finish(Verdict("invalid", reasons=(str(e),), written=(str(obtained),), **base),
-                                None, seeds)
         reasons = stale_reasons(stored.header, hdr, seeds=False)
         if not reasons:
             reasons = [f"measurement {m} of family {fam} is not in the baseline"

@@ -31,15 +31,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.config import ConfigError, FamilyConfig, Suite, load_suite
+from harness.verdict import INCONCLUSIVE_DEFAULT
 
 __all__ = ["CheckSpec", "load_checks", "default_check", "CHECK_KEYS", "INCONCLUSIVE_DEFAULT"]
 
 CHECK_KEYS = {"candidate", "reference", "metrics", "tolerance", "alpha", "inconclusive", "description"}
-# Measured on the smoke reference (README, "The gate"): an inconclusive check is a change
-# worse than its tolerance that the seeds cannot confirm; it fails by default, so nothing
-# worse than the tolerance passes unseen. `inconclusive: pass` (or the pytest option
-# --seedstab-inconclusive pass) reports it without failing.
-INCONCLUSIVE_DEFAULT = "fail"
 _METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 
 
@@ -146,7 +142,7 @@ def _check(suite: Suite, name: str, raw: Any, defaults: Mapping[str, Any]) -> Ch
             raise ConfigError(src, f"{key}.{k}", f"unknown key; expected one of: {', '.join(sorted(CHECK_KEYS))}")
     if "candidate" not in raw:
         raise ConfigError(src, f"{key}.candidate", "required: the family that holds the change")
-    cand, _, _ = _family(suite, raw["candidate"], key=f"{key}.candidate")
+    cand, _, cand_source = _family(suite, raw["candidate"], key=f"{key}.candidate")
     ref_spec = raw.get("reference", raw["candidate"])
     ref, ref_suite, ref_source = _family(suite, ref_spec, key=f"{key}.reference")
 
@@ -175,7 +171,8 @@ def _check(suite: Suite, name: str, raw: Any, defaults: Mapping[str, Any]) -> Ch
                      reference_suite=ref_suite, reference_source=ref_source, metrics=metrics,
                      tolerance=tolerance, alpha=alpha, inconclusive=inconclusive,
                      description=description,
-                     same_family=(ref_source == src and ref.name == cand.name))
+                     same_family=(Path(ref_source).resolve() == Path(cand_source).resolve()
+                                  and ref.name == cand.name))
 
 
 def _defaults(suite: Suite) -> dict[str, Any]:
@@ -197,7 +194,24 @@ def load_checks(suite: Suite | str | Path) -> dict[str, CheckSpec]:
             raise ConfigError(s.source, "checks", f"check names must be plain words "
                               f"(letters, digits, _ . -), got {name!r}")
         out[name] = _check(s, name, raw, defaults)
+    _unused_tolerances(s, out)
     return out
+
+
+def _unused_tolerances(suite: Suite, checks: Mapping[str, CheckSpec]) -> None:
+    """A tolerance for a metric that no check of the file measures is a typo (it would leave
+    the real metric on the default silently): ConfigError naming it."""
+    used = {m for c in checks.values() for m in c.metrics}
+    used |= set((suite.regression or {}).get("metrics") or [])
+    sources = [("regression.tolerance", (suite.regression or {}).get("tolerance"))]
+    sources += [(f"checks.{n}.tolerance", (raw or {}).get("tolerance"))
+                for n, raw in (suite.checks or {}).items() if isinstance(raw, Mapping)]
+    for where, tol in sources:
+        if isinstance(tol, Mapping):
+            for k in tol:
+                if k != "default" and k not in used:
+                    raise ConfigError(suite.source, f"{where}.{k}", "no check of this file measures "
+                                      f"{k!r}; a typo? metrics checked: {', '.join(sorted(used)) or 'none'}")
 
 
 def default_check(suite: Suite, candidate: str, reference: str | None = None, *,

@@ -38,12 +38,13 @@ from harness.baselines import (BaselineError, baseline_path, current_provenance,
 from harness.checks import CheckSpec
 from harness.config import FamilyConfig, fingerprint
 from harness.results import Analysis, Measurement
-from harness.verdict import Verdict, decide, format_report, plan
+from harness.verdict import Verdict, decide, plan
+from harness.verdict_report import format_report
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Outcome", "run_check", "reference_baseline_path", "expected_header",
-           "options_record", "fresh_seeds"]
+           "options_record", "fresh_seeds", "baseline_metrics"]
 
 # AnalysisOptions fields that do not change a stored value (resampling counts, which
 # optional measurements are computed: a missing one is reported by name instead).
@@ -81,6 +82,23 @@ def seed_keys(cfg: FamilyConfig) -> list[str]:
     return [cfg.seed_key(s) for s in cfg.seeds]
 
 
+def baseline_metrics(check: CheckSpec, others: Sequence[CheckSpec] = ()) -> list[str]:
+    """Every metric the reference's baseline must hold: those of ``check``, of every other
+    check of the reference's own suite file against it, and of ``others`` against it (a
+    reference is identified by its file and family name)."""
+    from harness.checks import load_checks
+
+    def same(c: CheckSpec) -> bool:
+        return (Path(c.reference_source).resolve(), c.reference.name) == \
+            (Path(check.reference_source).resolve(), check.reference.name)
+
+    out = list(check.metrics)
+    for c in [*load_checks(check.reference_source).values(), *others]:
+        if same(c):
+            out += [m for m in c.metrics if m not in out]
+    return out
+
+
 def reference_baseline_path(check: CheckSpec, *, baselines_dir: Path, device_class: str) -> Path:
     """Where the reference family's baseline lives."""
     return baseline_path(baselines_dir, device_class=device_class, suite=check.reference_suite,
@@ -99,12 +117,16 @@ def expected_header(cfg: FamilyConfig, *, device_class: str, options: Any) -> di
                   device_class=device_class, provenance=current_provenance(options_record(options)))
 
 
-def _measurements(a: Analysis, metrics: Sequence[str]) -> dict[str, Measurement]:
+def _measurements(a: Analysis, metrics: Sequence[str], *,
+                  optional: Sequence[str] = ()) -> dict[str, Measurement]:
+    """``metrics`` (KeyError naming those the analysis lacks) and whichever of ``optional``
+    it has, each only if it can be tested against (seed-level values, baselinable)."""
     missing = [m for m in metrics if m not in a.measurements]
     if missing:
         raise KeyError(f"not measured: {', '.join(missing)}; the analysis has: "
                        f"{', '.join(sorted(a.measurements))}")
-    return {m: a.measurements[m] for m in metrics}
+    names = list(dict.fromkeys([*metrics, *(m for m in optional if m in a.measurements)]))
+    return {m: a.measurements[m] for m in names}
 
 
 def run_check(check: CheckSpec, *, analyze: Callable[[FamilyConfig], Analysis], baselines_dir: Path,
@@ -133,6 +155,11 @@ def run_check(check: CheckSpec, *, analyze: Callable[[FamilyConfig], Analysis], 
         reference_baseline_path(check, baselines_dir=baselines_dir, device_class=device_class)
     metrics = list(check.metrics)
     to_store = list(dict.fromkeys([*metrics, *baseline_metrics]))
+    if update and path.is_file():  # a rewrite keeps what the old baseline held for other checks
+        try:
+            to_store += [m for m in read_baseline(path).measurements.get(ref_cfg.name, {}) if m not in to_store]
+        except BaselineError:
+            pass
     analysed: list[FamilyConfig] = []
     seeds_ref, seeds_cand = tuple(ref_cfg.seeds), tuple(cand_cfg.seeds)
     title = f"check {check.name}: {cand_cfg.name} vs reference {ref_cfg.name}"
@@ -147,16 +174,16 @@ def run_check(check: CheckSpec, *, analyze: Callable[[FamilyConfig], Analysis], 
 
     current = expected_header(ref_cfg, device_class=device_class, options=options)
 
-    def reference_measurements() -> dict[str, Measurement]:
+    def reference_measurements(required: Sequence[str]) -> dict[str, Measurement]:
         a = analyze(ref_cfg)
         analysed.append(ref_cfg)
         if a.device_class != device_class:
             raise RuntimeError(f"the reference trained on {a.device_class}, not {device_class}")
-        return _measurements(a, to_store)
+        return _measurements(a, required, optional=to_store)
 
     if update and str(path) not in (already_updated or set()):
         try:
-            ms = reference_measurements()
+            ms = reference_measurements(metrics)
         except KeyError as e:
             return done(Verdict("invalid", reasons=(f"reference {ref_cfg.name}: {e.args[0]}",),
                                 inconclusive_policy=policy))
@@ -166,7 +193,7 @@ def run_check(check: CheckSpec, *, analyze: Callable[[FamilyConfig], Analysis], 
             already_updated.add(str(path))
     elif not path.exists():
         try:
-            ms = reference_measurements()
+            ms = reference_measurements(metrics)
         except KeyError as e:
             return done(Verdict("invalid", reasons=(f"reference {ref_cfg.name}: {e.args[0]}",),
                                 inconclusive_policy=policy))
@@ -180,6 +207,7 @@ def run_check(check: CheckSpec, *, analyze: Callable[[FamilyConfig], Analysis], 
         stored = read_baseline(path)
     except BaselineError as e:
         return done(Verdict("invalid", reasons=(str(e),), baseline_path=str(path), inconclusive_policy=policy))
+    seeds_ref = tuple(stored.header.get("seeds", {}).get(ref_cfg.name, seeds_ref))
     reasons = stale_reasons(stored.header, current)
     ref_ms = dict(stored.measurements.get(ref_cfg.name, {}))
     if not reasons:
@@ -188,7 +216,6 @@ def run_check(check: CheckSpec, *, analyze: Callable[[FamilyConfig], Analysis], 
     if reasons:
         return done(Verdict("stale", reasons=reasons, baseline_path=str(path), inconclusive_policy=policy))
     ref_keys = list(stored.header["seed_keys"][ref_cfg.name])
-    seeds_ref = tuple(stored.header["seeds"][ref_cfg.name])
     cand_keys = seed_keys(cand_cfg)
     try:
         p = plan(ref_ms, metrics=metrics, reference_keys=ref_keys, candidate_keys=cand_keys,
@@ -197,28 +224,35 @@ def run_check(check: CheckSpec, *, analyze: Callable[[FamilyConfig], Analysis], 
         return done(Verdict("invalid", reasons=(f"{path}: {e}",), baseline_path=str(path),
                             inconclusive_policy=policy))
     if p.underpowered:
-        return done(Verdict("underpowered", reasons=(p.refusal(),), baseline_path=str(path),
-                            design=p.design, inconclusive_policy=policy))
-    cand = analyze(cand_cfg)
+        return done(Verdict("underpowered", reasons=(p.refusal(),), notes=p.notes, baseline_path=str(path),
+                            design=p.design, inconclusive_policy=policy), cmd=None)
+    try:
+        cand = analyze(cand_cfg)
+    except (ValueError, RuntimeError) as e:  # a diverged seed, a family the analysis refuses
+        return done(Verdict("invalid", reasons=(f"candidate {cand_cfg.name}: {e}",), baseline_path=str(path),
+                            inconclusive_policy=policy), cmd=None)
     analysed.append(cand_cfg)
     if cand.device_class != stored.header["device_class"]:
         return done(Verdict("invalid", reasons=(f"the candidate ran on {cand.device_class} but the "
                                                 f"baseline is for {stored.header['device_class']}",),
                             baseline_path=str(path), inconclusive_policy=policy))
-    generator = np.random.default_rng(zlib.crc32(f"{check.source}::{check.name}".encode()))
+    # seeded by the check's identity, not its path: the CLI and pytest give the same p-values
+    generator = np.random.default_rng(zlib.crc32(f"{check.suite}::{check.name}".encode()))
     verdict = decide(ref_ms, cand.measurements, metrics=metrics, tolerance=check.tolerance,
                      alpha=check.alpha, reference_keys=ref_keys, candidate_keys=cand_keys,
                      generator=generator, n_perm=n_perm, inconclusive=policy)  # type: ignore[arg-type]
     notes = list(verdict.notes) + header_notes(stored.header, current)
     if update:
         notes.append(f"the reference's baseline was rewritten by --update-baselines before this comparison")
-    if verdict.failed and check.same_family and verdict.status in ("regressed", "inconclusive"):
+    if check.same_family and verdict.status in ("regressed", "inconclusive"):
+        # what would be the new baseline: the candidate's seeds in the header, not the reference's
         obtained = obtained_path(path)
-        write_baseline(obtained, header=current, measurements={ref_cfg.name: _safe(cand, to_store)})
+        write_baseline(obtained, header=expected_header(cand_cfg, device_class=device_class, options=options),
+                       measurements={ref_cfg.name: _safe(cand, to_store)})
         written.append(str(obtained))
     verdict = dataclasses.replace(verdict, notes=tuple(notes), baseline_path=str(path),
                                   written=tuple(written))
-    cmd = update_command
+    cmd = update_command if verdict.status != "invalid" else None
     if not check.same_family and verdict.status in ("regressed", "inconclusive"):
         cmd = None  # rewriting the reference does not accept a change made in another family
         verdict = dataclasses.replace(verdict, notes=verdict.notes + (

@@ -66,6 +66,7 @@ __all__ = [
     "seeds_needed",
     "joint_paired",
     "joint_unpaired",
+    "difference_interval",
     "function_pseudovalues",
     "function_difference",
     "difference_lower_bound",
@@ -497,6 +498,27 @@ def _welch_interval(va: np.ndarray, vb: np.ndarray, delta: np.ndarray,
         df = np.where(se2 > 0, se2 ** 2 / (sa ** 2 / (ma - 1) + sb ** 2 / (mb - 1)), 1.0)
     half = np.where(se2 > 0, student_t.ppf(0.5 + ci / 2.0, np.maximum(df, 1.0)) * np.sqrt(se2), 0.0)
     return delta - half, delta + half
+
+
+def difference_interval(units_a: Any, units_b: Any, *, paired: bool,
+                        ci: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """mean(b) - mean(a) per row of seed-level units [Ma, R] / [Mb, R], with its t interval:
+    over the per-seed differences when ``paired`` (Ma == Mb, seed k with seed k), else
+    Welch's. Returns (delta, lo, hi), each [R]."""
+    _check_ci(ci)
+    a = _per_seed(units_a, name="units_a")
+    b = _per_seed(units_b, name="units_b")
+    if paired:
+        if a.shape != b.shape:
+            raise ValueError(f"units_b: shape {b.shape} differs from units_a {a.shape}; a paired "
+                             "interval needs the same seeds and rows")
+        d = b - a
+        delta = d.mean(axis=0)
+        lo, hi = _t_interval(d, delta, ci)
+    else:
+        delta = b.mean(axis=0) - a.mean(axis=0)
+        lo, hi = _welch_interval(a, b, delta, ci)
+    return delta, lo, hi
 
 
 def seed_jackknife_t(pairwise: Any, *, ci: float = 0.95) -> Estimate:
@@ -955,16 +977,30 @@ def joint_paired(units_a: Any, units_b: Any, *, alternative: Alternative = "grea
                      n_rows=r, method=f"joint sign-flip max-T over {r} rows")
 
 
+def _welch_t(s1: np.ndarray, s2: np.ndarray, n: int, t1: np.ndarray, t2: np.ndarray,
+             m: int) -> np.ndarray:
+    """Welch's t of (mean b - mean a) from sums (s1 of b, t1 of a) and sums of squares (s2,
+    t2) over n (b) and m (a) seeds; 0 where both sides have no spread."""
+    mean_b, mean_a = s1 / n, t1 / m
+    var_b = np.maximum(s2 - n * mean_b ** 2, 0.0) / (n - 1)
+    var_a = np.maximum(t2 - m * mean_a ** 2, 0.0) / (m - 1)
+    se = np.sqrt(var_b / n + var_a / m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(se > 0, (mean_b - mean_a) / np.where(se > 0, se, 1.0), 0.0)
+
+
 def joint_unpaired(units_a: Any, units_b: Any, *, alternative: Alternative = "greater",
                    orientation: Any = None, n_perm: int = 10000,
                    generator: np.random.Generator) -> JointTest:
     """One seed-label permutation max-T test over every row of an unpaired comparison.
 
     units_a [Ma, R], units_b [Mb, R]: seed-level units of two families with different
-    seeds. Row r's statistic is o_r · (mean b - mean a), standardised by the pooled spread
-    (invariant under relabelling); the same label splits are applied to every row (all
-    C(Ma+Mb, Mb) when that is <= EXACT_LIMIT), so the smallest attainable p stays
-    1/C(Ma+Mb, Mb) however many rows. Returns :class:`JointTest` with p_value [R].
+    seeds (Ma, Mb >= 2). Row r's statistic is Welch's t of o_r · (mean b - mean a),
+    recomputed for every relabelling (studentising each permutation keeps the test valid
+    when the families differ in size and spread, where a raw difference in means is not);
+    the same label splits are applied to every row (all C(Ma+Mb, Mb) when that is <=
+    EXACT_LIMIT), so the smallest attainable p stays 1/C(Ma+Mb, Mb) however many rows.
+    Returns :class:`JointTest` with p_value [R].
     """
     _check_alternative(alternative)
     a, b = _units(units_a, name="units_a"), _units(units_b, name="units_b")
@@ -976,13 +1012,17 @@ def joint_unpaired(units_a: Any, units_b: Any, *, alternative: Alternative = "gr
     ma, mb, r = a.shape[0], b.shape[0], a.shape[1]
     o = _orientation(orientation, r)
     pooled = np.concatenate([a, b], axis=0) * o  # (Ma+Mb, R)
-    masks, exact = _label_splits(ma, mb, n_perm, generator)  # (N, Ma+Mb)
-    null = (masks @ pooled) / mb - (~masks @ pooled) / ma  # (N, R)
-    observed = pooled[ma:].mean(axis=0) - pooled[:ma].mean(axis=0)
+    sq = pooled * pooled
+    masks, exact = _label_splits(ma, mb, n_perm, generator)  # (N, Ma+Mb), True = family b
+    fm = masks.astype(np.float64)
+    s1, s2 = fm @ pooled, fm @ sq  # (N, R) sums over the seeds labelled b
+    tot1, tot2 = pooled.sum(axis=0), sq.sum(axis=0)  # (R,)
+    null = _welch_t(s1, s2, mb, tot1 - s1, tot2 - s2, ma)  # (N, R)
+    observed = _welch_t(pooled[ma:].sum(0), sq[ma:].sum(0), mb, pooled[:ma].sum(0), sq[:ma].sum(0), ma)
     p = _p_values(null, observed, alternative=alternative, max_statistic=True,
-                  scale=pooled.std(axis=0), exact=exact)
+                  scale=np.ones(r), exact=exact)
     return JointTest(p_value=np.asarray(p, dtype=np.float64), n_perm=int(masks.shape[0]), exact=exact,
-                     n_rows=r, method=f"joint seed-label permutation max-T over {r} rows")
+                     n_rows=r, method=f"joint seed-label permutation max-T (Welch t) over {r} rows")
 
 
 # ----------------------------------------------------------------------------- intervals

@@ -38,7 +38,7 @@ def test_a_check_takes_the_files_defaults(tmp_path: Path) -> None:
     p = write(tmp_path, """
         checks:
           self: {candidate: ref}
-          change: {candidate: cand, reference: ref, alpha: 0.01, tolerance: 0.1, inconclusive: pass}
+          change: {candidate: cand, reference: ref, alpha: 0.01, tolerance: 0.1, inconclusive: fail}
     """)
     checks = load_checks(p)
     assert list(checks) == ["self", "change"]
@@ -46,11 +46,11 @@ def test_a_check_takes_the_files_defaults(tmp_path: Path) -> None:
     assert s.same_family and s.reference.name == s.candidate.name == "ref"
     assert s.metrics == ("head_stability.all_anchors", "head_cka.debiased")
     assert s.tolerance == {"head_stability.all_anchors": 0.03, "head_cka.debiased": 0.05}
-    assert (s.alpha, s.inconclusive, s.reference_suite) == (0.05, "fail", "s")
+    assert (s.alpha, s.inconclusive, s.reference_suite) == (0.05, "pass", "s")
     c = checks["change"]
     assert not c.same_family and c.candidate.train.lr == 1e-3
     assert c.tolerance == {"head_stability.all_anchors": 0.1, "head_cka.debiased": 0.1}
-    assert (c.alpha, c.inconclusive) == (0.01, "pass")
+    assert (c.alpha, c.inconclusive) == (0.01, "fail")
 
 
 def test_a_reference_in_another_file(tmp_path: Path) -> None:

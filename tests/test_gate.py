@@ -203,7 +203,7 @@ def test_underpowered_is_decided_before_anything_trains(tmp_path: Path) -> None:
     out = go(tmp_path, "change", Analyses(forbid=True), seeds=(0, 1, 2, 3))
     assert out.verdict.status == "underpowered" and out.verdict.failed
     assert "smallest attainable p-value is 0.0625" in out.report
-    assert "at least 5 seeds" in out.report
+    assert "at least 5 shared seeds" in out.report
 
 
 def test_degenerate_candidate_is_invalid_not_a_crash(tmp_path: Path) -> None:

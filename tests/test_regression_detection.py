@@ -21,7 +21,8 @@ import pytest
 from harness.analysis import AnalysisOptions, analyze_family
 from harness.config import load_family
 from harness.family import obtain_family
-from harness.verdict import Verdict, decide, format_table
+from harness.verdict import Verdict, decide
+from harness.verdict_report import format_table
 
 SPEC = Path(__file__).parent / "data" / "tiny_induction.yaml"
 OPTIONS = AnalysisOptions(n_boot=200, step0=False, importance=False, cross_layer=False,
