@@ -33,7 +33,8 @@ from typing import Any, Mapping
 from harness.config import ConfigError, FamilyConfig, Suite, load_suite
 from harness.verdict import INCONCLUSIVE_DEFAULT
 
-__all__ = ["CheckSpec", "load_checks", "default_check", "CHECK_KEYS", "INCONCLUSIVE_DEFAULT"]
+__all__ = ["CheckSpec", "load_checks", "default_check", "default_tolerance", "CHECK_KEYS",
+           "INCONCLUSIVE_DEFAULT"]
 
 CHECK_KEYS = {"candidate", "reference", "metrics", "tolerance", "alpha", "inconclusive", "description"}
 _METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
@@ -224,3 +225,14 @@ def default_check(suite: Suite, candidate: str, reference: str | None = None, *,
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     name = candidate if reference is None else f"{candidate}_vs_{reference.rpartition('::')[2]}"
     return _check(suite, name, raw, _defaults(suite))
+
+
+def default_tolerance(check: CheckSpec, metric: str) -> float:
+    """The tolerance the check's file gives ``metric`` (its ``regression.tolerance``:
+    the metric's entry, else ``default``); ConfigError when it gives none."""
+    suite = load_suite(check.source)
+    value = (suite.regression or {}).get("tolerance")
+    if value is None:
+        raise ConfigError(check.source, "regression.tolerance", f"no tolerance for {metric!r}; "
+                          "give one with --tolerance")
+    return _tolerance(value, (metric,), check.source, "regression.tolerance")[metric]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -199,15 +200,20 @@ def _checks(args: argparse.Namespace):
 
 
 def _override(check, overrides):
+    """``check`` with the command line's --metrics / --tolerance / --alpha; a metric's
+    tolerance comes from --tolerance, else the check's, else its file's regression defaults."""
     import dataclasses
 
+    from harness.checks import default_tolerance
+
     changes = {}
+    metrics = tuple(overrides["metrics"]) if overrides["metrics"] else check.metrics
     if overrides["metrics"]:
-        changes["metrics"] = tuple(overrides["metrics"])
+        changes["metrics"] = metrics
     if overrides["tolerance"] is not None or overrides["metrics"]:
         t = overrides["tolerance"]
-        metrics = changes.get("metrics", check.metrics)
-        changes["tolerance"] = {m: t if t is not None else check.tolerance.get(m, 0.03) for m in metrics}
+        changes["tolerance"] = {m: t if t is not None else check.tolerance.get(m, default_tolerance(check, m))
+                                for m in metrics}
     if overrides["alpha"] is not None:
         changes["alpha"] = overrides["alpha"]
     return dataclasses.replace(check, **changes) if changes else check
@@ -216,7 +222,7 @@ def _override(check, overrides):
 def cmd_check(args: argparse.Namespace) -> int:
     from harness.analysis import AnalysisOptions, analyze_family
     from harness.family import device_class, obtain_family, resolve_device
-    from harness.gate import run_check
+    from harness.gate import baseline_metrics, run_check
     from harness.verdict import check_parameters
 
     checks = _checks(args)
@@ -235,11 +241,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         return cache[key]
 
     failed, updated = 0, set()
+    argv = [a for a in (sys.argv[1:] if args.argv is None else args.argv) if a != "--update-baselines"]
+    cmd = shlex.join(["seedstab", *argv, "--update-baselines"])
     for c in checks:
         dev = device_class(resolve_device(args.device or c.candidate.train.device))
-        cmd = "seedstab check " + " ".join(args.spec) + " --update-baselines"
         out = run_check(c, analyze=analyze, baselines_dir=Path(args.baselines_dir), device_class=dev,
-                        options=options, update=args.update_baselines, baseline_metrics=c.metrics,
+                        options=options, update=args.update_baselines,
+                        baseline_metrics=baseline_metrics(c, checks),
                         seed_offset=args.seedstab_seed, inconclusive=args.inconclusive,
                         update_command=cmd, already_updated=updated,
                         baseline=Path(args.baseline) if args.baseline else None)
@@ -254,6 +262,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = None if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:

@@ -166,6 +166,7 @@ class SessionHooks:
         self._plot_dir: Path | None = None
         self.outcomes: dict[str, dict[str, str]] = {}
         self._updated: set[str] = set()  # reference baselines this process rewrote
+        self.check_specs: list[Any] = []  # every YAML check collected in this run
         if not opts.no_mlflow:
             from harness import tracking
 
@@ -173,6 +174,9 @@ class SessionHooks:
             # (tracking.prepare): two xdist workers creating a new sqlite file at the same
             # moment otherwise fail. Lazy, so a run that logs nothing creates no mlflow.db.
             self.uri = tracking.tracking_uri(opts.mlflow_uri)
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        self.check_specs = [i.spec for i in items if hasattr(i, "spec")]
 
     def view(self, node: pytest.Item) -> TestView:
         return TestView(self, node)
@@ -185,17 +189,14 @@ class SessionHooks:
     def run_check(self, item: pytest.Item) -> Any:
         """Run a YAML check item through the gate with this session's families; the families
         it analysed are logged to MLflow with its verdict like those of any test."""
-        from harness.checks import load_checks
         from harness.family import device_class, resolve_device
-        from harness.gate import run_check, update_command_for
+        from harness.gate import baseline_metrics, run_check, update_command_for
 
         spec = item.spec
         device = device_class(resolve_device(self.session.device or spec.candidate.train.device))
-        # every metric any check of the reference's own file asks of it goes into its baseline
-        wanted = list(spec.metrics)
-        for other in load_checks(spec.reference_source).values():
-            if other.reference.name == spec.reference.name:
-                wanted += list(other.metrics)
+        # every metric any collected check (or a check of the reference's own file) asks of
+        # the reference goes into its baseline, whichever check rewrites it first
+        wanted = baseline_metrics(spec, self.check_specs)
         touched = item.stash.setdefault(_TOUCHED, [])
 
         def analyze(cfg: FamilyConfig) -> Analysis:

@@ -398,8 +398,8 @@ def test_a_check_that_cannot_fail_is_refused(proj: pytest.Pytester) -> None:
     for args in (("--update-baselines",), ()):
         result = run(proj, "test_few.py", *args)
         result.assert_outcomes(failed=1)
-        result.stdout.fnmatch_lines(["*UNDERPOWERED*", "*could never fail*paired on 3 shared seeds*"
-                                     "smallest attainable p-value is 0.125*at least 5 seeds*"])
+        result.stdout.fnmatch_lines(["*UNDERPOWERED*", "*could never fail*paired on 3 seeds*"
+                                     "smallest attainable p-value is 0.125*at least 5 shared seeds*"])
     assert not list(proj.path.rglob("test_few.json")), "an underpowered check must not write a baseline"
 
 
