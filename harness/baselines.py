@@ -9,16 +9,26 @@ File format (schema version :data:`SCHEMA_VERSION`), keys sorted, floats rounded
 significant digits, numeric lists on one line so a diff shows which layer moved::
 
     {
-      "header": {"schema_version": 1, "fingerprints": {family: fp}, "probe_digests": {family: d},
-                 "seeds": {family: [..]}, "device_class": .., "device_name": ..,
-                 "harness_version": .., "torch_version": .., "cuda_version": .., "created": ..},
+      "header": {"schema_version": 2, "fingerprints": {family: fp}, "probe_digests": {family: d},
+                 "seeds": {family: [..]}, "seed_keys": {family: ["init0-data0", ..]},
+                 "metric_digest": .., "training_digest": .., "analysis_options": {..},
+                 "device_class": .., "device_name": .., "harness_version": ..,
+                 "torch_version": .., "cuda_version": .., "cudnn_version": ..,
+                 "numpy_version": .., "scipy_version": .., "python_version": .., "created": ..},
       "measurements": {family: {metric: Measurement.to_dict() (with pairwise / per_seed)}}
     }
 
-A baseline whose header no longer matches the run (schema, a family's fingerprint or probe
-digest, the family set, the device class) is *stale*: :func:`stale_reasons` says why, and it is
-reported as such, never as a regression. Versions (torch, CUDA, harness) and the device name
-are recorded for the reader but do not make a baseline stale.
+``seed_keys`` name each seed by what it seeds (init and data order), so a check can pair a
+candidate's seeds with the reference's; ``metric_digest`` and ``training_digest`` hash the
+harness code that computed the numbers and trained the weights.
+
+A baseline whose header no longer matches the run is *stale*: the schema, the device class,
+the family set, a family's fingerprint, probe digest or seeds, the metric or training code,
+an analysis option that changes the compared values, or the torch / CUDA / cuDNN version
+(they change trained weights). :func:`stale_reasons` says why, and it is reported as such,
+never as a regression. The harness, numpy, scipy and Python versions, the device name and
+the interval options ``ci`` / ``ci_method`` are recorded for the reader and reported by
+:func:`header_notes`, but do not make a baseline stale.
 """
 
 from __future__ import annotations
@@ -70,6 +80,9 @@ HEADER_KEYS: tuple[str, ...] = (
 # A change in these versions changes trained weights (so the baseline no longer describes
 # its reference); the others are recorded for the reader.
 _STALE_VERSIONS = {"torch_version": "torch", "cuda_version": "CUDA", "cudnn_version": "cuDNN"}
+# analysis options that shape only a row's printed interval, never the per-seed values a
+# check compares: a change is a note, not staleness
+_NOTE_OPTIONS = ("ci", "ci_method")
 _FIX = "fix it by hand, or rewrite it by rerunning the test with --update-baselines"
 
 
@@ -277,7 +290,7 @@ def stale_reasons(stored_header: Mapping[str, Any], current_header: Mapping[str,
     s_o = dict(stored_header.get("analysis_options") or {})
     c_o = dict(current_header.get("analysis_options") or {})
     for k in sorted(set(s_o) | set(c_o)):
-        if s_o.get(k) != c_o.get(k):
+        if k not in _NOTE_OPTIONS and s_o.get(k) != c_o.get(k):
             out.append(f"analysis option {k} changed: {s_o.get(k)!r} -> {c_o.get(k)!r}")
     for key, label in _STALE_VERSIONS.items():
         if stored_header.get(key) != current_header.get(key):
@@ -288,13 +301,20 @@ def stale_reasons(stored_header: Mapping[str, Any], current_header: Mapping[str,
 
 def header_notes(stored_header: Mapping[str, Any], current_header: Mapping[str, Any]) -> list[str]:
     """Differences worth a line in the report that do not make a baseline stale
-    (harness, numpy, scipy and Python versions, device name)."""
+    (harness, numpy, scipy and Python versions, device name, the interval options ``ci`` and
+    ``ci_method``, which change a row's printed interval but not the per-seed values compared)."""
     out = []
     for key in (*[k for k in VERSION_KEYS if k not in _STALE_VERSIONS], "device_name"):
         label = key.replace("_version", "").replace("_", " ")
         if stored_header.get(key) != current_header.get(key):
             out.append(f"{label} differs from the baseline's: {stored_header.get(key)} -> "
                        f"{current_header.get(key)}")
+    s_o = dict(stored_header.get("analysis_options") or {})
+    c_o = dict(current_header.get("analysis_options") or {})
+    for k in _NOTE_OPTIONS:
+        if s_o.get(k) != c_o.get(k):
+            out.append(f"analysis option {k} differs from the baseline's: {s_o.get(k)!r} -> "
+                       f"{c_o.get(k)!r} (intervals only; the compared values are unchanged)")
     return out
 
 

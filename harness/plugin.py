@@ -5,27 +5,33 @@ source checkout, ``pytest -p harness.plugin``. Both at once would register the m
 (pluggy refuses that), so code that must work either way (e.g. pytester tests) passes
 ``-p no:seedstab -p harness.plugin``: the first blocks the entry point, the second loads it.
 
-The algorithm lives in :mod:`harness.baselines` and :mod:`harness.verdict`; this module only
-decides pass / fail and talks to people. Choices:
+The gate lives in :mod:`harness.gate` (what is decided before training, in which order) and
+:mod:`harness.verdict` (the pure policy); this module registers options, collects YAML
+``checks:`` (:mod:`harness.pytest_checks`) and talks to people. Choices:
 
-- a missing baseline fails and writes ``<test>.obtained.json`` where the baseline belongs;
-  a *stale* one (header no longer matches) and a regressed one fail too and write it;
+- every check ends in one status, shown in its failure message and the terminal summary:
+  PASS, REGRESSED (worse beyond the tolerance and significant over the whole check),
+  INCONCLUSIVE (worse beyond the tolerance but not significant; passes with a warning by
+  default, fails with ``--seedstab-inconclusive fail`` or ``inconclusive: fail`` in YAML),
+  UNDERPOWERED (the check could never fail at its seed counts: refused before training),
+  STALE (the reference's baseline no longer describes it: refused before training, never
+  reported as a regression), MISSING, INVALID (a baseline that cannot be used, or values that
+  are undefined; never a bare traceback), UPDATED;
+- a missing, stale, invalid or regressed check writes ``<family>.obtained.json`` beside the
+  baseline, so accepting a result is a rename or a rerun with ``--update-baselines``;
+- ``--update-baselines`` rewrites the *reference's* baseline (trained or loaded, then
+  analysed) and then still compares the candidate against it: a changed family is never
+  accepted without being compared. To accept an intended change, make it the reference.
+  The plugin never deletes a file;
 - a stale baseline *fails* (it does not xfail): a green run must mean the stability was
-  checked, and an xfail hides that nothing was. Its message and the terminal summary say
-  STALE, never REGRESSED;
-- a baseline that cannot be used fails as INVALID (never a bare traceback), naming the file
-  and the problem, and writes ``<test>.obtained.json``: one that does not parse or is
-  inconsistent in itself (:func:`~harness.baselines.read_baseline`), and one that parses but
-  cannot be compared with this run (a metric's direction flipped, a layer count cut by hand);
-- ``--update-baselines`` rewrites the baselines of the tests that ran (status "updated");
-  the plugin never deletes a file;
+  checked, and an xfail hides that nothing was;
 - "unused baselines" are listed only after a full run: no test deselected (-k, -m,
   --deselect, --lf, ...), no node id or file given on the command line, not stopped early
   (-x, interrupt). Only device classes that some test used are scanned (a CPU run does
   not list the GPU baselines). Under xdist the workers report what they deselected and
   each test's baseline path travels in ``user_properties``, so the list is computed on the
   controller. The same properties (``seedstab_status``, ``seedstab_baseline``,
-  ``seedstab_written``) appear in ``--junitxml`` output.
+  ``seedstab_written``, ``seedstab_report``) appear in ``--junitxml`` output.
 """
 
 from __future__ import annotations

@@ -552,7 +552,8 @@ def test_stale_reasons_one_line_per_change() -> None:
     reasons = stale_reasons(header(), header(
         seeds={"adam": _SEVEN, "adamw": _SEVEN}, seed_keys={"adam": _SEVEN_KEYS, "adamw": _SEVEN_KEYS},
         metric_digest="m2", training_digest="t2", torch_version="2.14.0", cuda_version="12.8",
-        analysis_options={"ci": 0.9, "kernels": ["rbf"], "null_shift": 1}))
+        analysis_options={**PROVENANCE["analysis_options"], "ci": 0.9, "kernels": ["rbf"],
+                          "null_shift": 1}))
     assert reasons == [
         f"seeds of family adam changed: {KEYS} -> {_SEVEN_KEYS}",
         f"seeds of family adamw changed: {KEYS} -> {_SEVEN_KEYS}",
@@ -560,7 +561,6 @@ def test_stale_reasons_one_line_per_change() -> None:
         "other code",
         "the harness's training code changed (training_digest t1 -> t2): the stored numbers "
         "were made by other code",
-        "analysis option ci changed: 0.95 -> 0.9",
         "analysis option kernels changed: ['debiased'] -> ['rbf']",
         "torch version changed: 2.13.0 -> 2.14.0 (it changes trained weights)",
         "CUDA version changed: None -> 12.8 (it changes trained weights)",
@@ -587,3 +587,14 @@ def test_no_temp_files_after_many_writes(tmp_path: Path) -> None:
     for _ in range(3):
         write_sample(tmp_path / "t.json")
     assert os.listdir(tmp_path) == ["t.json"]
+
+
+def test_interval_options_are_notes_not_staleness() -> None:
+    """ci and ci_method shape a row's printed interval only; the per-seed values a check
+    compares are the same, so changing them must not force every baseline to be rewritten."""
+    over = {"analysis_options": {**PROVENANCE["analysis_options"], "ci": 0.9,
+                                 "ci_method": "bootstrap"}}
+    assert stale_reasons(header(), header(**over)) == []
+    notes = header_notes(header(), header(**over))
+    assert len(notes) == 2 and all("intervals only" in n for n in notes), notes
+    assert "analysis option ci differs from the baseline's: 0.95 -> 0.9" in notes[0]

@@ -113,12 +113,24 @@ def test_stale_reference_is_reported_with_nothing_trained(proj: pytest.Pytester)
 
 
 def test_fresh_seeds_for_the_candidate_only(proj: pytest.Pytester) -> None:
+    """--seedstab-seed 100 gives the candidate seeds 100..105: no seed is shared with the
+    reference's baseline (0..5), so the check is unpaired and only the candidate trains."""
+    import xml.etree.ElementTree as ET
+
     run(proj, "--update-baselines", "-k", "ref and not hot").assert_outcomes(passed=1)
-    res = run(proj, "suite.yaml::ref", "--seedstab-seed", "100")
-    out = res.stdout.str()
-    assert "unpaired, 6 vs 6 seeds" in out or "PASS" in out
-    assert "seeds (candidate)" not in out or "[100, 101" in out
-    res.assert_outcomes(passed=1)
+    before = seed_entries(proj)
+    res = run(proj, "suite.yaml::ref", "--seedstab-seed", "100", "--junitxml", "out.xml")
+    res.assert_outcomes(passed=1)  # the same config: nothing to flag (INCONCLUSIVE passes too)
+    props = {p.get("name"): p.get("value")
+             for p in ET.parse(proj.path / "out.xml").iter("property")}
+    assert props["seedstab_status"] in ("pass", "inconclusive"), props
+    report = props["seedstab_report"]
+    assert "unpaired, 6 vs 6 seeds" in report, report
+    assert "seeds (candidate): [100, 101, 102, 103, 104, 105]" in report, report
+    assert "seeds (reference): [0, 1, 2, 3, 4, 5]" in report, report
+    after = seed_entries(proj)
+    assert set(before) <= set(after) and len(after) - len(before) == 6, "only the candidate trains"
+    assert all("init10" in p.name for p in set(after) - set(before))
 
 
 def test_a_spec_error_is_one_clean_line(proj: pytest.Pytester) -> None:
