@@ -54,6 +54,7 @@ SABOTAGE = [
      {"model": {"custom": "cold_attention:build"}}),
     ("less training", "200 steps instead of 800", {"train": {"steps": 200}}),
 ]
+NOISE_SCALES = (0.3, 3.0)  # a mild edit and a gross one
 PLAIN_OPTIM = '''
 import torch
 
@@ -63,6 +64,8 @@ class Adam(torch.optim.Adam):
 '''
 NOISY_OPTIM = '''
 import torch
+
+SCALE = {scale}  # the noise's standard deviation, in units of the learning rate
 
 
 class Adam(torch.optim.Adam):
@@ -74,7 +77,7 @@ class Adam(torch.optim.Adam):
         g = torch.Generator().manual_seed(len(self.state) + int(sum(s["step"] for s in self.state.values())))
         for group in self.param_groups:
             for p in group["params"]:
-                p.add_(torch.randn(p.shape, generator=g) * 0.3 * group["lr"])
+                p.add_(torch.randn(p.shape, generator=g) * SCALE * group["lr"])
         return loss
 '''
 
@@ -205,10 +208,13 @@ def main() -> None:
         mine = family_from_dict(base, source=str(spec), base_dir=Path(d))
         t = time.perf_counter()
         before = measure(mine, store, args.jobs)
-        (Path(d) / "team_optim.py").write_text(NOISY_OPTIM)
-        after = measure(mine, store, args.jobs)
-        rows.append(("code edit behind an import path", "team_optim:Adam edited to add noise to every update",
-                     gate({m: before[m] for m in metrics}, after, keys, keys), time.perf_counter() - t))
+        for scale in NOISE_SCALES:
+            (Path(d) / "team_optim.py").write_text(NOISY_OPTIM.format(scale=scale))
+            after = measure(mine, store, args.jobs)
+            rows.append(("code edit behind an import path",
+                         f"team_optim:Adam edited to add noise of {scale} x lr to every update",
+                         gate({m: before[m] for m in metrics}, after, keys, keys), time.perf_counter() - t))
+            t = time.perf_counter()
     print("\nsabotage (paired with the reference's seeds):")
     print(f"  {'kind':<32} {'change':<62} {'verdict':<13} {'rows flagged':>12} {'worst Δ':>8} {'min p':>7}")
     for kind, what, v, dt in rows:

@@ -300,9 +300,10 @@ class _SessionHooks:
             return
         tr, root = terminalreporter, Path(self.config.rootpath)
         tr.write_sep("=", "seedstab")
+        width = max([9, *(len(r.status or "error") for r in self.state.records.values())])
         for nodeid, rec in sorted(self.state.records.items()):
             status = (rec.status or "error").upper()
-            line = f"{status:<9} {nodeid}"
+            line = f"{status:<{width}} {nodeid}"
             if rec.written:
                 line += "  wrote " + ", ".join(_rel(w, root) for w in rec.written)
             elif rec.baselines:
