@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tokens_per_s(cfg, *, hooked: bool, steps: int) -> float:
     model = build_model(cfg.model, vocab_size=cfg.vocab_size, n_ctx=cfg.data.seq_len, init_seed=0, hooked=hooked)
-    opt = build_optimizer(cfg, model.parameters())
+    opt = build_optimizer(cfg, model)
     source = data_source(cfg)
     g = torch.Generator().manual_seed(0)
     batches = [source.sample(cfg.train.batch_size, generator=g) for _ in range(steps + 3)]

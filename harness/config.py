@@ -64,6 +64,8 @@ class ModelConfig:
     activation: str = "gelu"  # gelu | relu | silu
     init_std: float = 0.02
     custom: str | None = None  # "module:factory" building a user nn.Module (see harness.model)
+    transformers: Mapping[str, Any] | None = None  # a Hugging Face causal LM (harness.adapters.hf)
+    transformer_lens: Mapping[str, Any] | None = None  # a HookedTransformer (harness.adapters.tl)
 
     @property
     def head_dim(self) -> int:
@@ -198,6 +200,9 @@ def fingerprint(cfg: FamilyConfig) -> str:
 def _resolved_model(model: ModelConfig) -> dict[str, Any]:
     """The model section as the fingerprint counts it (see :func:`fingerprint`)."""
     out = dataclasses.asdict(model)
+    for k in ("transformers", "transformer_lens"):  # absent library models leave old fingerprints alone
+        if out[k] is None:
+            out.pop(k)
     if model.custom is None:  # a user factory reads the raw fields, so only the built-in GPT resolves them
         if model.d_model % model.n_heads == 0 and model.d_head == model.d_model // model.n_heads:
             out["d_head"] = None
@@ -229,7 +234,7 @@ def _resolved_train(train: TrainConfig, source: str) -> dict[str, Any]:
     if ":" not in train.optimizer:
         out["optimizer"] = train.optimizer.lower()  # resolve_optimizer ignores case
     cls = resolve_optimizer(train.optimizer, source=source)
-    defaults = _keyword_defaults(cls.__init__)
+    defaults = _keyword_defaults(cls.__init__ if isinstance(cls, type) else cls)
     out["optimizer_kwargs"] = _without_defaults(train.optimizer_kwargs, defaults)
     if "weight_decay" in defaults and _same_value(train.weight_decay, defaults["weight_decay"]):
         out["weight_decay"] = None
@@ -552,7 +557,11 @@ def family_from_dict(raw: Mapping[str, Any], *, source: str = "<memory>", key: s
         activation=mv.choice(m_raw, "activation", "gelu", ("gelu", "relu", "silu")),
         init_std=mv.float(m_raw, "init_std", 0.02, positive=True),
         custom=mv.str(m_raw, "custom", None, optional=True),
+        transformers=mv.mapping(m_raw, "transformers") if m_raw.get("transformers") is not None else None,
+        transformer_lens=(mv.mapping(m_raw, "transformer_lens")
+                          if m_raw.get("transformer_lens") is not None else None),
     )
+    _check_model_source(model, m_raw, source, p)
     if model.d_head is None and model.d_model % model.n_heads:
         raise mv.err("n_heads", f"n_heads ({model.n_heads}) must divide d_model ({model.d_model}), "
                                 "or set d_head explicitly")
@@ -560,6 +569,14 @@ def family_from_dict(raw: Mapping[str, Any], *, source: str = "<memory>", key: s
         raise mv.err("d_head", f"rotary positions need an even head dimension, got {model.head_dim}")
     if model.custom is not None:
         _import_path(model.custom, source, p("model.custom"))
+    if model.transformers is not None:
+        from harness.adapters import hf
+
+        hf.validate(model.transformers, source=source, key=p("model.transformers"))
+    if model.transformer_lens is not None:
+        from harness.adapters import tl
+
+        tl.validate(model.transformer_lens, source=source, key=p("model.transformer_lens"))
 
     d_raw = _section(raw, "data", DataConfig, source, key)
     dv = _V(source, p("data"))
@@ -683,11 +700,15 @@ def _check_optimizer_arguments(cls: type, train: TrainConfig, source: str, p: Ca
         kwargs["weight_decay"] = train.weight_decay
     where = {k: f"train.optimizer_kwargs.{k}" for k in train.optimizer_kwargs}
     where.update(lr="train.lr", weight_decay="train.weight_decay")
-    name = cls.__name__
+    name = getattr(cls, "__name__", repr(cls))
+    factory = is_optimizer_factory(cls)
     try:
-        params = inspect.signature(cls.__init__).parameters
+        params = inspect.signature(cls if factory else cls.__init__).parameters
     except (TypeError, ValueError):  # no signature to read (a C extension): construction decides
         params = None
+    if factory and params is not None:
+        first = next(iter(params), None)  # the model
+        params = {n: prm for n, prm in params.items() if n != first}
     if params is not None and not any(prm.kind == prm.VAR_KEYWORD for prm in params.values()):
         accepted = [n for n, prm in params.items() if n not in ("self", "params")
                     and prm.kind in (prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY)]
@@ -702,6 +723,9 @@ def _check_optimizer_arguments(cls: type, train: TrainConfig, source: str, p: Ca
                                   "remove train.weight_decay")
             raise ConfigError(source, p(where[k]), f"{name} takes no argument {k!r}; it takes: "
                               f"{', '.join(accepted) or 'nothing'}")
+
+    if factory:  # it needs the real model; what it builds is checked when training starts
+        return
 
     def fails(kw: dict[str, Any]) -> Exception | None:
         # A 1-element parameter suits every optimizer; a (2, 2) one is tried too for those
@@ -725,23 +749,49 @@ def _check_optimizer_arguments(cls: type, train: TrainConfig, source: str, p: Ca
     raise ConfigError(source, p(key), f"{name} rejects {shown}: {type(error).__name__}: {error}")
 
 
-def resolve_optimizer(name: str, *, source: str = "<memory>", key: str = "train.optimizer") -> type:
-    """The optimizer class for a torch.optim name (any case) or a ``module:Class`` path."""
+_LIBRARY_MODEL_KEYS = ("custom", "transformers", "transformer_lens")
+
+
+def _check_model_source(model: ModelConfig, raw: Mapping[str, Any], source: str,
+                        p: Callable[[str], str]) -> None:
+    """One of custom / transformers / transformer_lens at most; a library model takes its
+    shape from its own config, so the built-in GPT's keys beside it are an error."""
+    given = [k for k in _LIBRARY_MODEL_KEYS if raw.get(k) is not None]
+    if len(given) > 1:
+        raise ConfigError(source, p(f"model.{given[1]}"), f"model.{given[0]} is set too; give one of "
+                          f"{', '.join(_LIBRARY_MODEL_KEYS)}")
+    if given and given[0] != "custom":
+        extra = sorted(k for k in raw if k not in _LIBRARY_MODEL_KEYS)
+        if extra:
+            raise ConfigError(source, p(f"model.{extra[0]}"), f"model.{given[0]} builds the model from "
+                              f"its own config; set {extra[0]} there (or remove it)")
+
+
+def resolve_optimizer(name: str, *, source: str = "<memory>", key: str = "train.optimizer") -> Any:
+    """The optimizer for a torch.optim name (any case) or a ``module:attribute`` path: a class
+    (built as ``cls(model.parameters(), lr=..., **optimizer_kwargs)``) or a factory function
+    (called as ``fn(model, lr=..., **optimizer_kwargs)``, returning an optimizer: parameter
+    groups, Muon-style splits)."""
     import torch
 
     if ":" in name:
-        cls = _import_path(name, source, key)
-        if not isinstance(cls, type):
-            raise ConfigError(source, key, f"{name!r} is not a class")
-        return cls
+        obj = _import_path(name, source, key)
+        if not callable(obj):
+            raise ConfigError(source, key, f"{name!r} is neither an optimizer class nor a factory function")
+        return obj
     table = {n.lower(): getattr(torch.optim, n) for n in dir(torch.optim)
              if isinstance(getattr(torch.optim, n), type)
              and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
              and getattr(torch.optim, n) is not torch.optim.Optimizer}
     if name.lower() not in table:
         raise ConfigError(source, key, f"unknown optimizer {name!r}; use a torch.optim name "
-                          f"({', '.join(sorted(table))}) or an import path module:Class")
+                          f"({', '.join(sorted(table))}) or an import path module:Class or module:factory")
     return table[name.lower()]
+
+
+def is_optimizer_factory(obj: Any) -> bool:
+    """A factory ``fn(model, **kwargs) -> Optimizer`` rather than an optimizer class."""
+    return callable(obj) and not isinstance(obj, type)
 
 
 def _import_path(spec: str, source: str, key: str) -> Any:

@@ -13,10 +13,16 @@ activation (that is how ablation works). Hooks are global state on the module, s
 are only ever attached inside :func:`hooks`, which removes them in ``finally``.
 
 The model protocol (for a user's own ``nn.Module``): attributes ``n_layers`` and
-``n_heads``; ``forward(tokens [B, T] int64) -> logits [B, T, vocab]``; :class:`HookPoint`
-submodules at the names above; optionally ``query_weight(layer) -> Tensor`` for the
-query-norm metric. Build one from YAML with ``model.custom: "package.module:factory"``,
-where ``factory(cfg: ModelConfig, *, vocab_size: int, n_ctx: int) -> nn.Module``.
+``n_heads`` (or a ``cfg`` with them, as TransformerLens has); ``forward(tokens [B, T] int64)
+-> logits [B, T, vocab]``; a submodule at each name above that passes its input through
+(seedstab's :class:`HookPoint`, TransformerLens's ``HookPoint``, or any identity module
+that takes forward hooks); optionally ``query_weight(layer) -> Tensor`` for the query-norm
+metric. A model whose ``cfg.attn_only`` is true may omit ``hook_resid_mid``: with no MLP,
+the residual stream after attention *is* ``hook_resid_post``, so that name stands in.
+Build one from YAML with ``model.custom: "package.module:factory"``, where
+``factory(cfg: ModelConfig, *, vocab_size: int, n_ctx: int) -> nn.Module``;
+``model.transformers`` and ``model.transformer_lens`` build library models with no code
+(:mod:`harness.adapters`).
 """
 
 from __future__ import annotations
@@ -74,44 +80,88 @@ def required_hook_names(n_layers: int) -> list[str]:
     return names
 
 
-def hook_points(model: nn.Module) -> dict[str, HookPoint]:
-    """Name every HookPoint from ``named_modules()`` (once) and return them by name."""
-    points = {}
+def hook_points(model: nn.Module) -> dict[str, nn.Module]:
+    """Every hook point by name: seedstab :class:`HookPoint` modules anywhere, and any other
+    module at a name of the hook vocabulary (a TransformerLens ``HookPoint``, an identity).
+    Under an attn-only ``cfg`` a missing ``hook_resid_mid`` is ``hook_resid_post``."""
+    adopt_dims(model)
+    points: dict[str, nn.Module] = {}
+    wanted = set(required_hook_names(_layers(model) or 0))
     for name, mod in model.named_modules():
         if isinstance(mod, HookPoint):
             mod.name = name
             points[name] = mod
+        elif name in wanted:
+            points[name] = mod
+    if getattr(getattr(model, "cfg", None), "attn_only", False):
+        for l in range(_layers(model) or 0):
+            mid, post = f"blocks.{l}.hook_resid_mid", f"blocks.{l}.hook_resid_post"
+            if mid not in points and post in points:
+                points[mid] = points[post]
     return points
+
+
+def _layers(model: nn.Module) -> int | None:
+    v = getattr(model, "n_layers", None)
+    return v if isinstance(v, int) else None
+
+
+def adopt_dims(model: nn.Module) -> nn.Module:
+    """Give a model whose layer and head counts live in ``model.cfg`` (TransformerLens)
+    the ``n_layers`` / ``n_heads`` attributes of the protocol; others are left alone."""
+    cfg = getattr(model, "cfg", None)
+    for attr in ("n_layers", "n_heads"):
+        if not isinstance(getattr(model, attr, None), int) and isinstance(getattr(cfg, attr, None), int):
+            object.__setattr__(model, attr, getattr(cfg, attr))
+    return model
 
 
 def check_protocol(model: nn.Module, *, where: str = "model") -> None:
     """Raise ConfigError unless ``model`` follows the model protocol (see module doc)."""
+    adopt_dims(model)
     for attr in ("n_layers", "n_heads"):
         if not isinstance(getattr(model, attr, None), int):
-            raise ConfigError(where, attr, f"the model must expose an integer attribute {attr!r}")
+            raise ConfigError(where, attr, f"the model must expose an integer attribute {attr!r} "
+                              "(or model.cfg.{attr})")
     points = hook_points(model)
     missing = [n for n in required_hook_names(model.n_layers) if n not in points]
     if missing:
-        raise ConfigError(where, "hooks", f"the model lacks HookPoint modules at {missing[:3]}"
-                          f"{' …' if len(missing) > 3 else ''}; see harness.model's protocol")
+        raise ConfigError(where, "hooks", f"the model ({type(model).__name__}) has no module at "
+                          f"{missing[:3]}{' …' if len(missing) > 3 else ''}; each hook name must "
+                          "be a module that passes its input through (see harness.model's protocol)")
 
 
 @contextlib.contextmanager
 def hooks(model: nn.Module, fns: Mapping[str, HookFn]) -> Iterator[None]:
-    """Attach ``{hook name: fn}`` for the duration of the block; always detached after."""
+    """Attach ``{hook name: fn}`` for the duration of the block; always detached after.
+    On a seedstab HookPoint the fn joins its list; on any other module it becomes a forward
+    hook whose return value (if not None) replaces the module's output."""
     points = hook_points(model)
     unknown = [n for n in fns if n not in points]
     if unknown:
         raise KeyError(f"no hook point named {unknown[0]!r}; known: {', '.join(list(points)[:6])} …")
     attached: list[tuple[HookPoint, HookFn]] = []
+    handles = []
     try:
         for name, fn in fns.items():
-            points[name]._hooks.append(fn)
-            attached.append((points[name], fn))
+            point = points[name]
+            if isinstance(point, HookPoint):
+                point._hooks.append(fn)
+                attached.append((point, fn))
+            else:
+                handles.append(point.register_forward_hook(_forward_hook(fn)))
         yield
     finally:
         for point, fn in attached:
             point._hooks.remove(fn)
+        for h in handles:
+            h.remove()
+
+
+def _forward_hook(fn: HookFn) -> Callable[..., "torch.Tensor | None"]:
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> "torch.Tensor | None":
+        return fn(output, hook=module)
+    return hook
 
 
 @contextlib.contextmanager
@@ -269,12 +319,16 @@ def build_model(cfg: ModelConfig, *, vocab_size: int, n_ctx: int, init_seed: int
                 hooked: bool = True, source: str = "<memory>") -> nn.Module:
     """A freshly initialised model for ``cfg`` (on the CPU), seeded by ``init_seed`` alone."""
     generator = torch.Generator().manual_seed(init_seed)
-    if cfg.custom is None:
+    if cfg.custom is None and cfg.transformers is None and cfg.transformer_lens is None:
         # nn.Linear draws a default init from the global RNG before ours replaces it: fork it.
         with torch.random.fork_rng(devices=[]):
             model = GPT(cfg, vocab_size=vocab_size, n_ctx=n_ctx, hooked=hooked)
         init_weights(model, std=cfg.init_std, generator=generator)
         return model
+    if cfg.transformers is not None or cfg.transformer_lens is not None:
+        from harness import adapters
+
+        return adapters.build(cfg, vocab_size=vocab_size, n_ctx=n_ctx, init_seed=init_seed, source=source)
     factory = import_path(cfg.custom, source=source, key="model.custom")
     # A user's module initialises itself; fork_rng keeps that from touching global state.
     with torch.random.fork_rng(devices=[]):

@@ -48,6 +48,7 @@ HARNESS_TRAINING_FILES = (
     "data.py",  # the synthetic language and file sources
     "family.py",  # seed and device plumbing
     "config.py",  # defaults and validation resolve what trains
+    "adapters/*.py",  # library models (transformers, TransformerLens) behind the model protocol
 )
 
 # The harness files whose code turns trained models into stored measurements.
@@ -177,8 +178,10 @@ def store_fingerprint(cfg: FamilyConfig) -> str:
 
 
 def code_digest(cfg: FamilyConfig) -> str | None:
-    """8 hex digits over the code a family trains with by import path (``train.optimizer``
-    or ``model.custom`` of the form ``module:attr``), or None when it names none.
+    """8 hex digits over the code a family trains with by import path (``train.optimizer``,
+    ``model.custom`` or ``model.transformers.model`` of the form ``module:attr``) and the
+    versions of the libraries a library model runs on (transformers, TransformerLens), or
+    None when it names none.
 
     For each of the named module and the module defining the object:
 
@@ -199,6 +202,13 @@ def code_digest(cfg: FamilyConfig) -> str | None:
     for spec, key in ((cfg.train.optimizer, "train.optimizer"), (cfg.model.custom, "model.custom")):
         if spec and ":" in spec:
             parts.update(_code_parts(spec, cfg.source, key))
+    lib_model = cfg.model.transformers or {}
+    if isinstance(lib_model.get("model"), str) and ":" in lib_model["model"]:
+        parts.update(_code_parts(lib_model["model"], cfg.source, "model.transformers.model"))
+    if cfg.model.transformers is not None or cfg.model.transformer_lens is not None:
+        from harness.adapters import library_versions
+
+        parts.update({f"library:{k}": str(v) for k, v in library_versions(cfg.model).items()})
     if not parts:
         return None
     h = hashlib.sha256()

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import FamilyConfig, resolve_optimizer
+from harness.config import ConfigError, FamilyConfig, is_optimizer_factory, resolve_optimizer
 import harness.data as data_mod
 from harness.model import build_model
 from harness.provenance import runtime_versions
@@ -37,6 +37,11 @@ CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; names the seed and the step."""
+
+
+class TrainingError(RuntimeError):
+    """Something raised inside training (a model's forward, an optimizer's step): one line
+    naming the family, the seed and the step, the original exception chained."""
 
 
 @contextlib.contextmanager
@@ -173,14 +178,33 @@ def data_source(cfg: FamilyConfig):
     return data_mod.TokenFileSource(d.path, seq_len=d.seq_len, vocab_size=d.vocab_size)
 
 
-def build_optimizer(cfg: FamilyConfig, params) -> torch.optim.Optimizer:
-    """The spec's optimizer; weight decay (if set) applies to all parameters, as in the paper."""
-    cls = resolve_optimizer(cfg.train.optimizer, source=cfg.source)
+def build_optimizer(cfg: FamilyConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The spec's optimizer for ``model``: a class gets ``model.parameters()``, a factory
+    (``module:function``) gets the model itself; both get ``lr``, ``weight_decay`` (if set:
+    all parameters, as in the paper) and ``optimizer_kwargs``."""
+    opt = resolve_optimizer(cfg.train.optimizer, source=cfg.source)
     kwargs = dict(cfg.train.optimizer_kwargs)
     kwargs["lr"] = cfg.train.lr
     if cfg.train.weight_decay is not None:
         kwargs["weight_decay"] = cfg.train.weight_decay
-    return cls(params, **kwargs)
+    if not is_optimizer_factory(opt):
+        return opt(model.parameters(), **kwargs)
+    out = opt(model, **kwargs)
+    if not all(callable(getattr(out, m, None)) for m in ("step", "zero_grad", "state_dict", "load_state_dict")):
+        raise ConfigError(cfg.source, "train.optimizer", f"{cfg.train.optimizer} returned "
+                          f"{type(out).__name__}, not an optimizer (step, zero_grad, state_dict)")
+    return out
+
+
+def _set_mode(optimizer: Any, mode: str) -> None:
+    """``optimizer.train()`` / ``optimizer.eval()`` for optimizers that have them
+    (schedule-free optimizers: the weights to evaluate and store are an average, not the
+    training point). Training calls ``train()`` before the first step and ``eval()`` after
+    the last, so the stored (and analysed) weights are the evaluation weights; checkpoints
+    keep the training point and the optimizer state, which is what resuming needs."""
+    fn = getattr(optimizer, mode, None)
+    if callable(fn):
+        fn()
 
 
 def lm_losses(model: nn.Module, tokens: torch.Tensor, copy_mask: torch.Tensor | None = None
@@ -222,19 +246,29 @@ def train_seed(cfg: FamilyConfig, seed: int, *, device: torch.device,
         if device.type == "cuda":
             with torch.cuda.device(rng_devices[0]):
                 torch.cuda.manual_seed(value)
-        return _train(cfg, seed, device=device, resume=resume, on_checkpoint=on_checkpoint,
-                      on_step=on_step, settings=settings)
+        where = {"step": 0 if resume is None else int(resume["step"])}
+        try:
+            return _train(cfg, seed, device=device, resume=resume, on_checkpoint=on_checkpoint,
+                          on_step=on_step, settings=settings, where=where)
+        except (ConfigError, TrainingDiverged, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            init_seed, data_seed = cfg.seed_pair(seed)
+            raise TrainingError(f"{cfg.name}: seed {seed} (init_seed {init_seed}, data_seed {data_seed}), "
+                                f"step {where['step']}: {type(e).__name__}: {e}") from e
 
 
 def _train(cfg: FamilyConfig, seed: int, *, device: torch.device, resume: dict[str, Any] | None,
            on_checkpoint: Callable[[int, dict[str, Any]], None] | None,
-           on_step: Callable[[int, float, float], None] | None, settings: dict[str, Any]) -> TrainResult:
-    """The loop of :func:`train_seed`, inside its RNG and determinism scope."""
+           on_step: Callable[[int, float, float], None] | None, settings: dict[str, Any],
+           where: dict[str, int]) -> TrainResult:
+    """The loop of :func:`train_seed`, inside its RNG and determinism scope; ``where["step"]``
+    follows the step in progress (for error messages)."""
     init_seed, data_seed = cfg.seed_pair(seed)
     source = data_source(cfg)
     model = build_model(cfg.model, vocab_size=cfg.vocab_size, n_ctx=cfg.data.seq_len,
                         init_seed=init_seed, source=cfg.source).to(device)
-    optimizer = build_optimizer(cfg, model.parameters())
+    optimizer = build_optimizer(cfg, model)
     generator = torch.Generator().manual_seed(data_seed)  # data order: CPU generator, always
     curve: list[list[float]] = []
     start, elapsed = 0, 0.0
@@ -250,8 +284,10 @@ def _train(cfg: FamilyConfig, seed: int, *, device: torch.device, resume: dict[s
     tc = cfg.train
     tokens_per_step = tc.batch_size * (cfg.data.seq_len - 1)
     model.train()
+    _set_mode(optimizer, "train")
     t0 = time.perf_counter()
     for step in range(start, tc.steps):
+        where["step"] = step
         batch = source.sample(tc.batch_size, generator=generator)
         tokens = batch.tokens.to(device)  # (B, T)
         loss, copy_loss = lm_losses(model, tokens, batch.copy_mask.to(device))
@@ -270,12 +306,15 @@ def _train(cfg: FamilyConfig, seed: int, *, device: torch.device, resume: dict[s
         if on_step is not None:
             on_step(done, value, tokens_per_step * (done - start) / max(now - t0, 1e-9))
         if on_checkpoint is not None and done % tc.checkpoint_every == 0 and done < tc.steps:
+            # the training point, not eval()'s weights: a resume continues bit for bit, and
+            # how often checkpoints are taken cannot change the result
             on_checkpoint(done, {
                 "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                 # copies: the live state keeps changing after the callback returns
                 "optimizer": copy.deepcopy(optimizer.state_dict()), "generator": generator.get_state(),
                 "rng": _rng_state(device),
                 "curve": [list(r) for r in curve], "step": done, "elapsed": elapsed + now - t0})
+    _set_mode(optimizer, "eval")  # the weights to store and analyse
     wall = elapsed + time.perf_counter() - t0
     trained_steps = tc.steps - start
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

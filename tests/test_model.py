@@ -162,7 +162,7 @@ def test_custom_model_through_import_path(monkeypatch):
     with capture(model, ["blocks.1.attn.hook_pattern"]) as acts:
         model(tokens(2))
     assert acts["blocks.1.attn.hook_pattern"][0].shape == (2, 4, T, T)
-    with pytest.raises(ConfigError, match="lacks HookPoint modules"):
+    with pytest.raises(ConfigError, match="has no module at"):
         build_model(ModelConfig(custom="user_models_for_test:wrapped"), vocab_size=V, n_ctx=T, init_seed=0)
     with pytest.raises(ConfigError, match="integer attribute 'n_layers'"):
         build_model(ModelConfig(custom="user_models_for_test:no_layers"), vocab_size=V, n_ctx=T, init_seed=0)
