@@ -427,10 +427,17 @@ def _mapping_or_empty(raw: dict, key: str, path: Path) -> dict:
     return value
 
 
+_LIBRARY_MODELS = ("transformers", "transformer_lens")
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("optimizer_kwargs",):
+        if k == "model" and isinstance(v, dict) and isinstance(out.get(k), dict) and any(
+                lib in v and lib not in out[k] for lib in _LIBRARY_MODELS):
+            # a library model builds from its own config: the inherited GPT keys do not apply
+            out[k] = copy.deepcopy(v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("optimizer_kwargs",):
             out[k] = _merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)

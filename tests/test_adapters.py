@@ -221,3 +221,21 @@ def test_a_module_missing_hooks_is_named():
 
     with pytest.raises(ConfigError, match=r"Bare\) has no module at \['blocks.0.hook_resid_pre'"):
         check_protocol(Bare(), where="spec.yaml")
+
+
+def test_a_library_model_replaces_the_inherited_gpt_keys_and_merges_with_its_own(tmp_path):
+    from harness.config import load_suite
+
+    (tmp_path / "s.yaml").write_text(
+        "suite: s\n"
+        "defaults: {seeds: [0, 1, 2], model: {n_layers: 2, n_heads: 4, d_model: 64, attn_only: true},\n"
+        "           data: {vocab_size: 32, seq_len: 32}}\n"
+        "families:\n"
+        "  adam: {}\n"
+        "  gpt2: {extends: adam, model: {transformers: {model: GPT2LMHeadModel, config: {n_layer: 2, n_head: 4, n_embd: 32}}}}\n"
+        "  gpt2_deep: {extends: gpt2, model: {transformers: {config: {n_layer: 4}}}}\n")
+    fams = load_suite(tmp_path / "s.yaml").families
+    assert fams["gpt2"].model.transformers["config"] == {"n_layer": 2, "n_head": 4, "n_embd": 32}
+    assert fams["gpt2_deep"].model.transformers == {
+        "model": "GPT2LMHeadModel", "config": {"n_layer": 4, "n_head": 4, "n_embd": 32}}
+    assert fams["adam"].model.transformers is None and fams["adam"].model.attn_only
