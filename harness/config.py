@@ -143,8 +143,16 @@ class FamilyConfig:
         return f"init{init}-data{data}"
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as a plain mapping that :func:`family_from_dict` reads back to an equal
+        config (a library model's section holds only its library key)."""
         d = dataclasses.asdict(self)
         d["seeds"] = list(self.seeds)
+        for lib in ("transformers", "transformer_lens"):
+            if d["model"].get(lib) is not None:
+                d["model"] = {lib: d["model"][lib]}
+        for lib in ("transformers", "transformer_lens"):
+            if lib in d["model"] and d["model"][lib] is None:
+                del d["model"][lib]
         return _plain(d)
 
     def replace(self, **sections: Any) -> "FamilyConfig":

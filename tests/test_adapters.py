@@ -239,3 +239,15 @@ def test_a_library_model_replaces_the_inherited_gpt_keys_and_merges_with_its_own
     assert fams["gpt2_deep"].model.transformers == {
         "model": "GPT2LMHeadModel", "config": {"n_layer": 4, "n_head": 4, "n_embd": 32}}
     assert fams["adam"].model.transformers is None and fams["adam"].model.attn_only
+
+
+@pytest.mark.parametrize("spec", [GPT2, TL_ATTN], ids=["transformers", "transformer_lens"])
+def test_a_library_family_round_trips_through_to_dict(spec):
+    if "transformer_lens" in spec:
+        pytest.importorskip("transformer_lens")
+    cfg = family(spec)
+    raw = cfg.to_dict()
+    raw.pop("source")
+    assert set(raw["model"]) == set(spec)
+    assert family_from_dict(raw).model == cfg.model
+    assert cfg.replace(train={"steps": 4}).model == cfg.model
