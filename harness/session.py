@@ -308,8 +308,9 @@ class SessionHooks:
         if self.tracking_note:
             terminalreporter.write_line("seedstab: " + self.tracking_note, yellow=True)
         elif self.uri and any(o["run"] for o in self.outcomes.values()) and not hasattr(self.config, "workerinput"):
-            terminalreporter.write_line(f"seedstab: runs logged to MLflow at {self.uri}; look at them with "
-                                        "`mlflow ui --backend-store-uri sqlite:///mlflow.db`")
+            from harness.tracking import ui_hint
+
+            terminalreporter.write_line(f"seedstab: runs logged to MLflow at {self.uri}; {ui_hint(self.uri)}")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         path = self.config.getoption("seedstab_summary")

@@ -104,6 +104,16 @@ def default_uri() -> str:
     return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
+def ui_hint(uri: str) -> str:
+    """How to look at the runs logged to ``uri``: a server is opened in a browser, a local
+    store (sqlite, a folder) through ``mlflow ui`` on that very store."""
+    import shlex
+
+    if uri.startswith(("http://", "https://", "databricks")):
+        return f"open {uri} in a browser"
+    return f"look at them with `mlflow ui --backend-store-uri {shlex.quote(uri)}`"
+
+
 def tracking_uri(explicit: str | None = None) -> str:
     """The tracking URI: ``explicit`` (``--mlflow-uri``) > ``$MLFLOW_TRACKING_URI`` > sqlite in cwd."""
     if explicit:

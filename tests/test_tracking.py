@@ -501,3 +501,12 @@ def test_log_family_through_real_server(mlflow_server, tmp_path, monkeypatch):
     loss = c.get_metric_history(children[0].info.run_id, "loss")
     assert sorted(m.step for m in loss) == [0, 10, 20, 30]
     assert list((tmp_path / "art").rglob("analysis.json"))  # the server stored the artifact
+
+
+def test_the_ui_hint_names_the_store_in_use():
+    from harness.tracking import ui_hint
+
+    assert ui_hint("sqlite:////tmp/x y/mlflow.db") == \
+        "look at them with `mlflow ui --backend-store-uri 'sqlite:////tmp/x y/mlflow.db'`"
+    assert ui_hint("sqlite:///mlflow.db") == "look at them with `mlflow ui --backend-store-uri sqlite:///mlflow.db`"
+    assert ui_hint("http://127.0.0.1:5000") == "open http://127.0.0.1:5000 in a browser"
