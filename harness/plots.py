@@ -92,7 +92,8 @@ def plot_layer_stability(analyses: Sequence[Analysis], path: str | Path, *,
         _layer_axis(axes[1], n_layers)
         axes[1].legend(fontsize="small")
     ci = analyses[0][metric].ci
-    fig.suptitle(f"head stability per layer ({ci:.0%} seed-bootstrap CI)")
+    method = analyses[0].info.get("ci_method", "jackknife-t")
+    fig.suptitle(f"head stability per layer ({ci:.0%} CI over seeds, {method})")
     return _save(fig, path)
 
 
