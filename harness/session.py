@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 
 from harness.analysis import AnalysisOptions, analyze_family, compare_families
-from harness.config import FamilyConfig, Suite, load_suite
+from harness.config import ConfigError, FamilyConfig, Suite, load_suite
 from harness.family import DEFAULT_STORE, Family, obtain_family
 from harness.results import Analysis
 
@@ -112,6 +112,16 @@ class StabilitySession:
                                 adjust=adjust, alpha=alpha)
 
 
+@contextlib.contextmanager
+def _spec_errors() -> Iterator[None]:
+    """A bad spec fails the test with its one line (file: key: problem), not a traceback
+    through the harness."""
+    try:
+        yield
+    except ConfigError as e:
+        pytest.fail(f"seedstab: {e}", pytrace=False)
+
+
 class TestView:
     """What the ``seedstab`` fixture gives a test: the session's families, remembering which
     ones this test used (they are logged to MLflow with its outcome)."""
@@ -127,17 +137,18 @@ class TestView:
         return self._hooks.session
 
     def suite(self, path: str | Path) -> Suite:
-        return self.session.suite(path)
+        with _spec_errors():
+            return self.session.suite(path)
 
     def family(self, path: str | Path, name: str) -> Family:
-        with self._hooks.live_output():
+        with self._hooks.live_output(), _spec_errors():
             return self.session.family(path, name)
 
     def analysis(self, path: str | Path, name: str) -> Analysis:
         key = StabilitySession.key(path, name)
         if key not in self._node.stash[_TOUCHED]:
             self._node.stash[_TOUCHED].append(key)
-        with self._hooks.live_output():
+        with self._hooks.live_output(), _spec_errors():
             return self.session.analysis(path, name)
 
     def compare(self, path: str | Path, baseline: str, candidate: str, *, metrics: list[str],

@@ -166,3 +166,19 @@ def test_cli_check_exit_codes(proj: pytest.Pytester, monkeypatch: pytest.MonkeyP
     assert "no check or family 'nope'" in capsys.readouterr().err
     assert main(["check", "suite.yaml::ref", "--alpha", "2", *common]) == 2
     assert "alpha: expected a level strictly between 0 and 1" in capsys.readouterr().err
+
+
+def test_a_spec_error_in_a_python_suite_is_one_line_per_test(proj: pytest.Pytester) -> None:
+    (proj.path / "bad.yaml").write_text("suite: bad\nfamilies:\n  a: {seeds: [0, 1, 2], train: {lr: fast}}\n")
+    proj.makepyfile(test_bad='''
+        def test_one(seedstab):
+            seedstab.analysis("bad.yaml", "a")
+
+        def test_two(seedstab):
+            seedstab.suite("bad.yaml")
+    ''')
+    res = run(proj, "test_bad.py")
+    res.assert_outcomes(failed=2)
+    out = res.stdout.str()
+    assert out.count("seedstab: bad.yaml: families.a.train.lr: expected a positive float, got 'fast'") >= 2, out
+    assert "Traceback" not in out and "harness/config.py" not in out and "raise ConfigError" not in out
