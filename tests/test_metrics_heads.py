@@ -1,5 +1,5 @@
 """Head-stability and circuit metrics against slow reference loops written from the
-definitions in DESIGN.md ("Metrics"), plus their invariances and error paths."""
+definitions in the README ("The metrics") and the metric docstrings, plus their invariances and error paths."""
 
 from __future__ import annotations
 
