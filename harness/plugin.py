@@ -44,8 +44,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import pytest
 
-from harness.baselines import OBTAINED_SUFFIX
-from harness.stats import CI_METHODS
+# Spelled out rather than imported (harness.stats.CI_METHODS, harness.baselines.OBTAINED_SUFFIX;
+# a test keeps them equal) so that loading the plugin imports neither scipy nor numpy: it is
+# registered in every pytest run of the environment, seedstab's or not.
+CI_METHODS = ("jackknife-t", "multi-bootstrap")
+OBTAINED_SUFFIX = ".obtained.json"
 
 if TYPE_CHECKING:
     from harness.baseline_fixture import StabilityBaseline
@@ -331,6 +334,8 @@ class _SessionHooks:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """Suite files with a ``checks:`` section run their checks as test items."""
+    if file_path.suffix not in (".yaml", ".yml"):
+        return None
     from harness.pytest_checks import CheckFile, is_check_file
 
     if is_check_file(file_path):

@@ -21,10 +21,17 @@ from typing import Any, Iterator
 
 import pytest
 
-from harness.analysis import AnalysisOptions, analyze_family, compare_families
+from typing import TYPE_CHECKING
+
 from harness.config import ConfigError, FamilyConfig, Suite, load_suite
-from harness.family import DEFAULT_STORE, Family, obtain_family
-from harness.results import Analysis
+
+if TYPE_CHECKING:  # torch and scipy load only when a test asks for a family
+    from harness.analysis import AnalysisOptions
+    from harness.family import Family
+    from harness.results import Analysis
+
+# harness.family.DEFAULT_STORE, spelled out so configuring pytest imports no torch
+DEFAULT_STORE = Path(".seedstab") / "store"
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +75,16 @@ class StabilitySession:
     def family(self, path: str | Path, name: str) -> Family:
         key = self.key(path, name)
         if key not in self._families:
+            from harness.family import obtain_family
+
             self._families[key] = obtain_family(self.config(path, name), store=self.store, device=self.device,
                                                 progress=self.progress)
         return self._families[key]
 
     @property
     def options(self) -> AnalysisOptions:
+        from harness.analysis import AnalysisOptions
+
         return AnalysisOptions(n_boot=self.n_boot, ci_method=self.ci_method)
 
     def analysis_of(self, cfg: FamilyConfig) -> tuple[tuple[str, str], Analysis]:
@@ -88,17 +99,22 @@ class StabilitySession:
         if not same:
             key = (key[0], f"{cfg.name}@seeds={','.join(map(str, cfg.seeds))}")
         if key not in self._families:
+            from harness.family import obtain_family
+
             self._families[key] = obtain_family(cfg, store=self.store, device=self.device,
                                                 progress=self.progress)
         if key not in self._analyses:
+            from harness.analysis import analyze_family
+
             self._analyses[key] = analyze_family(self._families[key], options=self.options)
         return key, self._analyses[key]
 
     def analysis(self, path: str | Path, name: str) -> Analysis:
         key = self.key(path, name)
         if key not in self._analyses:
-            self._analyses[key] = analyze_family(self.family(path, name), options=AnalysisOptions(
-                n_boot=self.n_boot, ci_method=self.ci_method))
+            from harness.analysis import analyze_family
+
+            self._analyses[key] = analyze_family(self.family(path, name), options=self.options)
         return self._analyses[key]
 
     def compare(self, path: str | Path, baseline: str, candidate: str, *, metrics: list[str],
@@ -107,6 +123,8 @@ class StabilitySession:
         adjusted jointly over every metric and layer by default. With ``alpha``, raises
         :class:`harness.stats.Underpowered` when no row could reach p < alpha with these seeds
         (see :func:`harness.analysis.compare_families`)."""
+        from harness.analysis import compare_families
+
         return compare_families(self.analysis(path, baseline), self.analysis(path, candidate), metrics=metrics,
                                 n_boot=self.n_boot, alternative=alternative, ci_method=self.ci_method,
                                 adjust=adjust, alpha=alpha)
