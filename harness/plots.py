@@ -37,9 +37,10 @@ def _per_layer(analysis: Analysis, name: str) -> Measurement:
 
 
 def _band(ax, m: Measurement, *, label: str, color=None, linestyle: str = "-", marker: str = "o",
-          band: bool = True):
-    """Line of ``m.value`` [L] over layer, shaded lo..hi; returns the line's colour."""
-    x = np.arange(len(m.value))
+          band: bool = True, relative: bool = False):
+    """Line of ``m.value`` [L] over layer (or relative depth l / (L - 1)), shaded lo..hi;
+    returns the line's colour."""
+    x = _depth(len(m.value), relative)
     (line,) = ax.plot(x, m.value, linestyle=linestyle, marker=marker, color=color, label=label)
     if band:
         ax.fill_between(x, np.asarray(m.lo, dtype=float), np.asarray(m.hi, dtype=float),
@@ -47,9 +48,18 @@ def _band(ax, m: Measurement, *, label: str, color=None, linestyle: str = "-", m
     return line.get_color()
 
 
-def _layer_axis(ax, n_layers: int) -> None:
-    ax.set_xlabel("layer")
-    ax.set_xticks(range(n_layers))
+def _depth(n_layers: int, relative: bool) -> np.ndarray:
+    x = np.arange(n_layers, dtype=float)
+    return x / max(n_layers - 1, 1) if relative else x
+
+
+def _layer_axis(ax, n_layers: int, relative: bool = False) -> None:
+    if relative:  # families of different depth: first layer at 0, last at 1
+        ax.set_xlabel("relative depth, layer / (layers − 1)")
+        ax.set_xticks(np.linspace(0.0, 1.0, 5))
+    else:
+        ax.set_xlabel("layer")
+        ax.set_xticks(range(n_layers))
     ax.ticklabel_format(axis="y", useOffset=False)  # stabilities near 1 must read as such
     ax.grid(alpha=0.3)
 
@@ -67,29 +77,30 @@ def plot_layer_stability(analyses: Sequence[Analysis], path: str | Path, *,
     n_panels = 2 if controls else 1
     fig = Figure(figsize=(6.5 * n_panels, 4.2), layout="constrained")
     axes = fig.subplots(1, n_panels, squeeze=False)[0]
-    n_layers = 0
+    depths = {len(_per_layer(a, metric).value) for a in analyses}
+    relative = len(depths) > 1  # families of different depth are drawn against relative depth
+    n_layers = max(depths)
     for a in analyses:
         m = _per_layer(a, metric)
-        n_layers = max(n_layers, len(m.value))
-        color = _band(axes[0], m, label=f"{a.family} (M={m.n_seeds})")
+        color = _band(axes[0], m, label=f"{a.family} (M={m.n_seeds}, L={len(m.value)})", relative=relative)
         if controls:
             for ctrl, style, tag in (("head_stability_null.all_anchors", "--", "null"),
                                      ("head_stability_step0.all_anchors", ":", "step 0")):
                 if ctrl in a.measurements:
                     c = a[ctrl]
-                    axes[0].plot(np.arange(len(c.value)), c.value, linestyle=style, color=color,
+                    axes[0].plot(_depth(len(c.value), relative), c.value, linestyle=style, color=color,
                                  label=f"{a.family} {tag}")
             cs = _per_layer(a, "content_specific.all_anchors")
-            _band(axes[1], cs, label=a.family, color=color)
+            _band(axes[1], cs, label=a.family, color=color, relative=relative)
     axes[0].set_title(metric)
     axes[0].set_ylabel("similarity")
-    _layer_axis(axes[0], n_layers)
+    _layer_axis(axes[0], n_layers, relative)
     axes[0].legend(fontsize="small")
     if controls:
         axes[1].axhline(0.0, color="grey", linewidth=0.8)
         axes[1].set_title("content_specific.all_anchors (raw − shuffled-prompt null)")
         axes[1].set_ylabel("similarity above chance")
-        _layer_axis(axes[1], n_layers)
+        _layer_axis(axes[1], n_layers, relative)
         axes[1].legend(fontsize="small")
     ci = analyses[0][metric].ci
     method = analyses[0].info.get("ci_method", "jackknife-t")

@@ -235,3 +235,28 @@ def test_bad_n_boot_exits_2(trained, tmp_path, capsys):
                "--store", str(trained["store"]), "--n-boot", "0", "--no-progress"])
     assert rc == 2
     assert "--n-boot" in _one_line_error(capsys)
+
+
+def test_families_of_different_depth_are_plotted_against_relative_depth(trained, monkeypatch):
+    import numpy as np
+
+    a = trained["analysis"]
+    L = len(a["head_stability.all_anchors"].value)
+
+    def deeper(m):  # the same measurement, twice as many layers
+        tile = (lambda x: None if x is None else np.concatenate([np.atleast_1d(x)] * 2))
+        return replace(m, value=tile(m.value), lo=tile(m.lo), hi=tile(m.hi), per_seed=None, pairwise=None)
+
+    names = ["head_stability.all_anchors", "head_stability_null.all_anchors",
+             "head_stability_step0.all_anchors", "content_specific.all_anchors"]
+    b = replace(a, family="deep", measurements={**a.measurements,
+                                                **{n: deeper(a[n]) for n in names if n in a.measurements}})
+    monkeypatch.setattr(plots, "_save", lambda fig, path: fig)
+    fig = plots.plot_layer_stability([a, b], "unused.png")
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("relative depth")
+    xs = [tuple(np.round(line.get_xdata(), 6)) for line in ax.get_lines()]
+    assert tuple(np.round(np.linspace(0, 1, L), 6)) in xs and tuple(np.round(np.linspace(0, 1, 2 * L), 6)) in xs
+    one = plots.plot_layer_stability([a], "unused.png")
+    assert one.axes[0].get_xlabel() == "layer"
+    assert one._suptitle.get_text() == "head stability per layer (95% CI over seeds, jackknife-t)"
