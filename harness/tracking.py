@@ -104,6 +104,21 @@ def default_uri() -> str:
     return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
+@contextlib.contextmanager
+def _quiet_mlflow_db():
+    """MLflow logs two INFO lines ("Creating initial MLflow database tables...") straight to
+    the console when it creates a sqlite store; in a test run they are noise."""
+    import logging
+
+    logger = logging.getLogger("mlflow.store.db.utils")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def ui_hint(uri: str) -> str:
     """How to look at the runs logged to ``uri``: a server is opened in a browser, a local
     store (sqlite, a folder) through ``mlflow ui`` on that very store."""
@@ -195,7 +210,7 @@ def prepare(uri: str) -> None:
 
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(str(db) + ".lock", timeout=PREPARE_LOCK_TIMEOUT_S):
+        with filelock.FileLock(str(db) + ".lock", timeout=PREPARE_LOCK_TIMEOUT_S), _quiet_mlflow_db():
             _client(uri).search_experiments(max_results=1)  # creates/migrates the schema
     except filelock.Timeout as e:
         raise TrackingError(f"{db}: another process held {db}.lock for {PREPARE_LOCK_TIMEOUT_S:.0f} s; "

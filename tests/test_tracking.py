@@ -510,3 +510,12 @@ def test_the_ui_hint_names_the_store_in_use():
         "look at them with `mlflow ui --backend-store-uri 'sqlite:////tmp/x y/mlflow.db'`"
     assert ui_hint("sqlite:///mlflow.db") == "look at them with `mlflow ui --backend-store-uri sqlite:///mlflow.db`"
     assert ui_hint("http://127.0.0.1:5000") == "open http://127.0.0.1:5000 in a browser"
+
+
+def test_creating_the_sqlite_store_prints_nothing(tmp_path, capfd):
+    from harness import tracking
+
+    tracking.prepare(f"sqlite:///{tmp_path / 'fresh.db'}")
+    out, err = capfd.readouterr()
+    assert (tmp_path / "fresh.db").is_file()
+    assert "Creating initial MLflow database tables" not in out + err
