@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _TOUCHED = pytest.StashKey[list]()
 _P_RUN = "mlflow_run"  # not "seedstab_*": those carry baseline records
+_P_UNLOGGED = "mlflow_unlogged"  # why a test's runs were not logged, and where they were kept
 
 
 @dataclass
@@ -320,6 +321,8 @@ class SessionHooks:
                              f"kept on disk in {result.fallback_path}")
                 self.tracking_note = (f"some runs were not logged to MLflow at {self.uri} ({result.error}); "
                                       f"their data is kept under {Path(result.fallback_path).parent}")
+                # travels with the report, so under xdist the controller says it too
+                report.user_properties.append((_P_UNLOGGED, self.tracking_note))
         if lines:
             report.sections.append(("seedstab mlflow", "\n".join(lines)))
 
@@ -328,6 +331,8 @@ class SessionHooks:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" or (report.when == "setup" and not report.passed):
             props = dict((k, v) for k, v in report.user_properties)
+            if props.get(_P_UNLOGGED):  # a worker's (or this process's) logging failure
+                self.tracking_note = str(props[_P_UNLOGGED])
             self.outcomes[report.nodeid] = {
                 "outcome": report.outcome, "status": str(props.get("seedstab_status", "")),
                 "run": str(props.get(_P_RUN, "")),

@@ -182,3 +182,23 @@ def test_a_spec_error_in_a_python_suite_is_one_line_per_test(proj: pytest.Pytest
     out = res.stdout.str()
     assert out.count("seedstab: bad.yaml: families.a.train.lr: expected a positive float, got 'fast'") >= 2, out
     assert "Traceback" not in out and "harness/config.py" not in out and "raise ConfigError" not in out
+
+
+def test_runs_not_logged_on_xdist_workers_are_reported_by_the_controller(proj: pytest.Pytester) -> None:
+    """An unreachable tracking server: the verdicts stand, each run's data is kept on disk, and
+    the controller's summary says so even though the workers did the logging."""
+    import socket
+
+    pytest.importorskip("xdist")
+    run(proj, "--update-baselines", "-k", "ref and not hot").assert_outcomes(passed=1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    uri = f"http://127.0.0.1:{port}"
+    res = proj.runpytest_subprocess(*PLUGIN, "-p", "xdist", "-n", "2", "--store", "store", "--mlflow-uri",
+                                    uri, "suite.yaml", timeout=300)
+    res.assert_outcomes(passed=1, failed=1)  # ref passes, hot regresses: verdicts unaffected
+    out = res.stdout.str()
+    assert f"seedstab: some runs were not logged to MLflow at {uri}" in out, out
+    assert "their data is kept under" in out and ".seedstab/unlogged" in out
+    assert list((proj.path / ".seedstab" / "unlogged").iterdir())
