@@ -91,11 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tolerance", type=float, help="absolute tolerance for every metric")
     c.add_argument("--alpha", type=float, help="false-alarm rate of each check (default: the suite's)")
     c.add_argument("--inconclusive", choices=("fail", "pass"), default=None,
-                   help="whether worse-than-tolerance without a significant test fails (default: fail)")
+                   help="whether worse-than-tolerance without a significant test fails (default: the "
+                        "check's inconclusive:, else pass)")
     c.add_argument("--seedstab-seed", type=int, default=None, metavar="N",
                    help="shift the candidate's seeds by N (fresh seeds; the reference keeps its own)")
     _add_common(c)
     c.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    m = sub.add_parser("mlflow", help="MLflow housekeeping: seedstab mlflow sync")
+    msub = m.add_subparsers(dest="mlflow_command", metavar="COMMAND")
+    ms = msub.add_parser("sync", help="log the runs kept in .seedstab/unlogged (a tracking server was "
+                                      "unreachable) to MLflow now",
+                         description="Replay every folder under --dir into the tracking store, then move "
+                                     "it to DIR/synced/ so it is not logged twice. Exit 0 when all were "
+                                     "logged, 1 when some could not be (they stay for the next sync).")
+    ms.add_argument("--dir", default=".seedstab/unlogged", metavar="DIR",
+                    help="where the unlogged runs are (default: ./.seedstab/unlogged)")
+    ms.add_argument("--mlflow-uri", metavar="URI", default=None,
+                    help="tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     c.add_argument("--ci-method", choices=CI_METHODS, default="jackknife-t")
     c.add_argument("--no-progress", action="store_true")
     return parser
@@ -259,6 +271,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_mlflow(args: argparse.Namespace) -> int:
+    if args.mlflow_command != "sync":
+        print("seedstab mlflow: give a command: sync", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from harness.mlflow_sync import pending, sync
+    from harness.tracking import tracking_uri
+
+    root = Path(args.dir)
+    todo = pending(root)
+    if not todo:
+        print(f"seedstab mlflow sync: nothing to log under {root}")
+        return 0
+    uri = tracking_uri(args.mlflow_uri)
+    result = sync(root, uri=uri)
+    for folder, run_id in result.logged.items():
+        print(f"logged {Path(folder).name}: run {run_id}")
+    for folder, why in result.failed.items():
+        print(f"NOT logged {Path(folder).name}: {why}", file=sys.stderr)
+    print(f"seedstab mlflow sync: {len(result.logged)} of {len(todo)} logged to {uri}"
+          + (f"; {len(result.failed)} left in {root}" if result.failed else ""))
+    return 1 if result.failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -270,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         return {"train": cmd_train, "ls": cmd_ls, "analyze": cmd_analyze,
-                "check": cmd_check}[args.command](args)
+                "check": cmd_check, "mlflow": cmd_mlflow}[args.command](args)
     except ConfigError as e:
         print(f"seedstab: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -519,3 +519,38 @@ def test_creating_the_sqlite_store_prints_nothing(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert (tmp_path / "fresh.db").is_file()
     assert "Creating initial MLflow database tables" not in out + err
+
+
+def test_unlogged_runs_are_replayed_into_a_server_started_later(mlflow_server, tmp_path, monkeypatch):
+    """The run could not reach MLflow (a dead server); `seedstab mlflow sync` logs the kept folder
+    to a real server afterwards as the same runs, moves it aside, and a second sync logs nothing."""
+    from harness.cli import main
+    from harness.mlflow_sync import SYNCED, pending, sync
+
+    monkeypatch.chdir(tmp_path)
+    dead = f"http://127.0.0.1:{free_port()}"
+    res = log_family(**kwargs(dead, tmp_path))
+    assert not res.logged and res.fallback_path is not None
+    root = res.fallback_path.parent
+    assert pending(root) == [res.fallback_path]
+
+    assert main(["mlflow", "sync", "--dir", str(root), "--mlflow-uri", dead]) == 1  # still down: kept
+    assert pending(root) == [res.fallback_path]
+
+    out = sync(root, uri=mlflow_server)
+    assert out.failed == {} and list(out.logged) == [str(res.fallback_path)]
+    run_id = out.logged[str(res.fallback_path)]
+    c = client(mlflow_server)
+    run = c.get_run(run_id)
+    assert run.data.tags["fingerprint"] == "fp0123456789" and run.data.params["train.lr"] == "0.001"
+    assert run.data.tags["seedstab.replayed_from"] == res.fallback_path.name
+    assert run.info.status == "FINISHED"
+    hist = sorted((m.step, m.value) for m in c.get_metric_history(run_id, "head_stability.all_anchors"))
+    assert hist == [(0, 0.98), (1, 0.85), (2, 0.67)]
+    assert "analysis.json" in [f.path for f in c.list_artifacts(run_id)]
+    assert "mlflow.json" not in [f.path for f in c.list_artifacts(run_id)]
+    children = c.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    assert len(children) == 2
+    assert pending(root) == [] and (root / SYNCED / res.fallback_path.name / "mlflow.json").is_file()
+    assert main(["mlflow", "sync", "--dir", str(root), "--mlflow-uri", mlflow_server]) == 0
+    assert len(c.search_runs([run.info.experiment_id])) == 3  # nothing logged twice
