@@ -224,7 +224,8 @@ def _override(check, overrides):
         changes["metrics"] = metrics
     if overrides["tolerance"] is not None or overrides["metrics"]:
         t = overrides["tolerance"]
-        changes["tolerance"] = {m: t if t is not None else check.tolerance.get(m, default_tolerance(check, m))
+        changes["tolerance"] = {m: t if t is not None else
+                                check.tolerance[m] if m in check.tolerance else default_tolerance(check, m)
                                 for m in metrics}
     if overrides["alpha"] is not None:
         changes["alpha"] = overrides["alpha"]
@@ -275,21 +276,20 @@ def cmd_mlflow(args: argparse.Namespace) -> int:
     if args.mlflow_command != "sync":
         print("seedstab mlflow: give a command: sync", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from harness.mlflow_sync import pending, sync
+    from harness.mlflow_sync import sync
     from harness.tracking import tracking_uri
 
-    root = Path(args.dir)
-    todo = pending(root)
-    if not todo:
+    root, uri = Path(args.dir), tracking_uri(args.mlflow_uri)
+    result = sync(root, uri=uri)
+    total = len(result.logged) + len(result.failed)
+    if not total:
         print(f"seedstab mlflow sync: nothing to log under {root}")
         return 0
-    uri = tracking_uri(args.mlflow_uri)
-    result = sync(root, uri=uri)
     for folder, run_id in result.logged.items():
         print(f"logged {Path(folder).name}: run {run_id}")
     for folder, why in result.failed.items():
         print(f"NOT logged {Path(folder).name}: {why}", file=sys.stderr)
-    print(f"seedstab mlflow sync: {len(result.logged)} of {len(todo)} logged to {uri}"
+    print(f"seedstab mlflow sync: {len(result.logged)} of {total} logged to {uri}"
           + (f"; {len(result.failed)} left in {root}" if result.failed else ""))
     return 1 if result.failed else 0
 

@@ -70,21 +70,11 @@ def sync(root: str | Path = tracking.FALLBACK_DIR, *, uri: str | None = None) ->
 
 def _replay(client, record: dict, folder: Path) -> str:
     exp_id = tracking.experiment_id(client, record["experiment"])
-    tags = {**record["tags"], "seedstab.replayed_from": folder.name}
-    parent = client.create_run(exp_id, run_name=record["run_name"], tags=tags)
-    pid = parent.info.run_id
-    try:
-        tracking._log_batches(client, pid, record["params"], [tuple(m) for m in record["metrics"]])
-        with tempfile.TemporaryDirectory(prefix="seedstab-sync-") as tmp:
-            shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("mlflow.json"))
-            client.log_artifacts(pid, tmp)
-        for child in record["children"]:
-            run = client.create_run(exp_id, run_name=child["run_name"],
-                                    tags={**tags, "mlflow.parentRunId": pid, "seed": str(child["seed"])})
-            tracking._log_batches(client, run.info.run_id, child["params"], [tuple(m) for m in child["metrics"]])
-            client.set_terminated(run.info.run_id, "FINISHED")
-    except Exception:
-        tracking._terminate(client, pid, "FAILED")
-        raise
-    client.set_terminated(pid, "FINISHED")
-    return pid
+    payload = {**record, "tags": {**record["tags"], "seedstab.replayed_from": folder.name},
+               "metrics": [tuple(m) for m in record["metrics"]],
+               "children": [{**c, "metrics": [tuple(m) for m in c["metrics"]]} for c in record["children"]]}
+    holder: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="seedstab-sync-") as tmp:
+        shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("mlflow.json"))
+        tracking.log_payload(client, exp_id, payload, holder, artifacts=Path(tmp))
+    return holder[0]

@@ -500,15 +500,23 @@ def _log_runs(client: Any, exp_id: str, payload: Mapping[str, Any], holder: list
     """Parent run, its artifacts, then one child run per seed; each run's data in as few
     ``log_batch`` calls as the limits allow (one for our sizes). ``holder`` receives the
     parent's run id as soon as it exists, so a failure can report and close it."""
+    with tempfile.TemporaryDirectory(prefix="seedstab-mlflow-") as tmp:
+        _write_files(Path(tmp), analysis=analysis, config=config, verdict=verdict,
+                     verdict_report=verdict_report, plots=plots)
+        log_payload(client, exp_id, payload, holder, artifacts=Path(tmp))
+
+
+def log_payload(client: Any, exp_id: str, payload: Mapping[str, Any], holder: list[str], *,
+                artifacts: Path) -> None:
+    """Log a built payload (parent run: tags, params, metrics; one child run per seed) and
+    the files under ``artifacts`` to the parent; also how :mod:`harness.mlflow_sync` replays
+    a payload kept on disk. ``holder`` receives the parent's run id once it exists."""
     parent = client.create_run(exp_id, run_name=payload["run_name"], tags=payload["tags"])
     pid = parent.info.run_id
     holder.append(pid)
     try:
         _log_batches(client, pid, payload["params"], payload["metrics"])
-        with tempfile.TemporaryDirectory(prefix="seedstab-mlflow-") as tmp:
-            _write_files(Path(tmp), analysis=analysis, config=config, verdict=verdict,
-                         verdict_report=verdict_report, plots=plots)
-            client.log_artifacts(pid, tmp)
+        client.log_artifacts(pid, str(artifacts))
         for child in payload["children"]:
             ctags = {**payload["tags"], "mlflow.parentRunId": pid, "seed": str(child["seed"])}
             run = client.create_run(exp_id, run_name=child["run_name"], tags=ctags)

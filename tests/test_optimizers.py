@@ -5,6 +5,8 @@ training are one line naming the family, the seed and the step."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import sys
 from pathlib import Path
 
@@ -59,14 +61,21 @@ class Recorder(torch.optim.SGD):
 '''
 
 
+@contextlib.contextmanager
+def user_module(folder: Path, monkeypatch, name: str, source: str):
+    """``source`` importable as module ``name`` for the block, forgotten afterwards."""
+    (folder / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(folder))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.modules.pop(name, None)
+
+
 @pytest.fixture
 def recorder(tmp_path, monkeypatch):
-    (tmp_path / "seedstab_recorder.py").write_text(RECORDER)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import seedstab_recorder
-
-    yield seedstab_recorder
-    sys.modules.pop("seedstab_recorder", None)
+    with user_module(tmp_path, monkeypatch, "seedstab_recorder", RECORDER) as module:
+        yield module
 
 
 def test_train_and_eval_are_called_around_steps_checkpoints_and_the_end(recorder):
@@ -140,14 +149,10 @@ def test_a_factory_with_an_unknown_argument_fails_at_load(monkeypatch):
 
 
 def test_a_factory_that_returns_no_optimizer_is_named(tmp_path, monkeypatch):
-    (tmp_path / "seedstab_bad_factory.py").write_text("def make(model, *, lr):\n    return [lr]\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
+    with user_module(tmp_path, monkeypatch, "seedstab_bad_factory", "def make(model, *, lr):\n    return [lr]\n"):
         cfg = family({"optimizer": "seedstab_bad_factory:make", "lr": 0.1})
         with pytest.raises(ConfigError, match="seedstab_bad_factory:make returned list, not an optimizer"):
             train_seed(cfg, 0, device=CPU)
-    finally:
-        sys.modules.pop("seedstab_bad_factory", None)
 
 
 def test_a_non_callable_optimizer_is_refused():
@@ -177,10 +182,8 @@ class Broken(torch.optim.SGD):
 
 @pytest.fixture
 def broken(tmp_path, monkeypatch):
-    (tmp_path / "seedstab_broken.py").write_text(BROKEN)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    sys.modules.pop("seedstab_broken", None)
+    with user_module(tmp_path, monkeypatch, "seedstab_broken", BROKEN):
+        yield tmp_path
 
 
 def test_an_error_inside_training_is_one_line_with_family_seed_and_step(broken):
