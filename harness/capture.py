@@ -7,6 +7,7 @@ summation order); they are batched for speed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -74,3 +75,33 @@ def capture_family(models: Sequence[nn.Module], tokens: torch.Tensor, *, seeds: 
         z=torch.stack([p[1] for p in per]),  # (M, L, P, T, H, dh)
         resid={s: torch.stack([p[2][s] for p in per]) for s in STREAMS},  # (M, L, P, T, d)
     )
+
+
+def finite_capture(cap: FamilyCapture) -> tuple[FamilyCapture, tuple[int, ...]]:
+    """(capture with every non-finite seed replaced by a finite placeholder, their indices).
+
+    A seed whose activations hold NaN or inf (it diverged) would make every metric function
+    raise or return garbage; its placeholder (uniform causal attention, fixed Gaussian z and
+    residuals) lets the others be computed, and the aggregator sets every value that
+    involves the seed to NaN, so nothing of the placeholder survives into a measurement.
+    """
+    def finite(k: int) -> bool:
+        return bool(torch.isfinite(cap.patterns[k]).all() and torch.isfinite(cap.z[k]).all()
+                    and all(torch.isfinite(r[k]).all() for r in cap.resid.values()))
+
+    bad = tuple(k for k in range(cap.shape["seeds"]) if not finite(k))
+    if not bad:
+        return cap, bad
+    gen = torch.Generator().manual_seed(0)
+    patterns, z = cap.patterns.clone(), cap.z.clone()
+    resid = {s: r.clone() for s, r in cap.resid.items()}
+    T = cap.shape["tokens"]
+    causal = torch.tril(torch.ones(T, T))
+    uniform = causal / causal.sum(dim=-1, keepdim=True)  # [T, T]
+    for k in bad:
+        patterns[k] = uniform.expand_as(patterns[k])
+        z[k] = torch.randn(z[k].shape, generator=gen)
+        for r in resid.values():
+            r[k] = torch.randn(r[k].shape, generator=gen)
+    return dataclasses.replace(cap, patterns=patterns, z=z, resid=resid), bad
+

@@ -51,8 +51,9 @@ HARNESS_TRAINING_FILES = (
     "adapters/*.py",  # library models (transformers, TransformerLens) behind the model protocol
 )
 
-# The harness files whose code turns trained models into stored measurements.
-HARNESS_METRIC_FILES = ("metrics/*.py", "analysis.py", "capture.py", "results.py")
+# The harness files whose code turns trained models into stored measurements. The analysis
+# cache is out: it keeps measurements under this digest, it does not compute them.
+HARNESS_METRIC_FILES = ("metrics/*.py", "analysis/*.py", "capture.py", "results.py")
 
 
 # ------------------------------------------------------------------------ harness code

@@ -27,6 +27,9 @@ class Measurement:
     ``per_seed`` holds the M - 1 other seeds); :meth:`unit_values` refuses it, with
     ``baseline_note`` saying what to use instead. Undefined elements (a degenerate family)
     are NaN in value/lo/hi; ``Analysis.info["degenerate"]`` names them.
+    ``bounds``: the statistic's range (low, high), None on an open side (see
+    harness.analysis.ranges); ``lo`` and ``hi`` lie within it. ``ci_note`` says when the
+    interval reached past the range and was clipped to it, and how far it reached.
     """
 
     name: str  # dotted, e.g. "head_stability.all_anchors", "resid_cka.debiased.post"
@@ -41,6 +44,8 @@ class Measurement:
     ci: float = 0.95
     baselinable: bool = True
     baseline_note: str = ""
+    bounds: tuple[float | None, float | None] = (None, None)
+    ci_note: str = ""
 
     @property
     def per_layer(self) -> bool:
@@ -76,6 +81,10 @@ class Measurement:
         if not self.baselinable:  # written only when set, so existing baseline files stay as they are
             d["baselinable"] = False
             d["baseline_note"] = self.baseline_note
+        if self.bounds != (None, None):
+            d["bounds"] = [None if b is None else float(b) for b in self.bounds]
+        if self.ci_note:
+            d["ci_note"] = self.ci_note
         return d
 
     @classmethod
@@ -85,7 +94,9 @@ class Measurement:
                    higher_is_better=bool(d["higher_is_better"]), description=d.get("description", ""),
                    pairwise=arr("pairwise"), per_seed=arr("per_seed"), n_seeds=int(d.get("n_seeds", 0)),
                    ci=float(d.get("ci", 0.95)), baselinable=bool(d.get("baselinable", True)),
-                   baseline_note=str(d.get("baseline_note", "")))
+                   baseline_note=str(d.get("baseline_note", "")),
+                   bounds=tuple(None if b is None else float(b) for b in d.get("bounds") or (None, None)),
+                   ci_note=str(d.get("ci_note", "")))
 
 
 @dataclass(frozen=True)
@@ -113,11 +124,22 @@ class Analysis:
                 "info": dict(self.info),
                 "measurements": {k: m.to_dict() for k, m in sorted(self.measurements.items())}}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Analysis":
+        """The Analysis that :meth:`to_dict` wrote (``info`` as the JSON holds it)."""
+        return cls(family=str(d["family"]), fingerprint=str(d["fingerprint"]),
+                   seeds=tuple(int(s) for s in d["seeds"]), device_class=str(d["device_class"]),
+                   probe_digest=str(d["probe_digest"]), info=dict(d.get("info") or {}),
+                   measurements={k: Measurement.from_dict(m) for k, m in d["measurements"].items()})
+
 
 def _list(a: Any) -> Any:
-    """numpy -> nested lists with NaN as None (JSON has no NaN)."""
+    """numpy -> nested lists with NaN as None and ±inf as "inf" / "-inf" (JSON has neither),
+    which ``np.asarray(..., dtype=float)`` reads back exactly."""
     arr = np.asarray(a, dtype=float)
     if arr.ndim == 0:
         v = float(arr)
-        return None if not np.isfinite(v) else v
+        if np.isnan(v):
+            return None
+        return v if np.isfinite(v) else ("inf" if v > 0 else "-inf")
     return [_list(x) for x in arr]

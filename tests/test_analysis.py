@@ -63,8 +63,9 @@ def test_content_specific_is_raw_minus_null(trained):
 
 def test_every_measurement_has_a_ci_around_its_value(trained):
     for name, m in trained.measurements.items():
-        # the paper's anchor measure has the M-1 non-anchor seeds as its units
-        assert m.n_seeds == (2 if name == "head_stability.anchor" else 3), name
+        # the paper's anchor measures have the M-1 non-anchor seeds as their units
+        anchored = name in ("head_stability.anchor", "gap.paper", "gap.paper.trend")
+        assert m.n_seeds == (2 if anchored else 3), name
         ok = np.isnan(m.value) | ((m.lo <= m.value + 1e-9) & (m.value <= m.hi + 1e-9))
         assert np.all(ok), (name, m.value, m.lo, m.hi)
         assert (m.pairwise is not None) or (m.per_seed is not None) or np.ndim(m.value) == 0, name
@@ -170,9 +171,10 @@ def test_correlation_units_give_calibrated_intervals_where_row_mean_correlations
     seeds); the jackknife units of the family r cover at or above the nominal 0.95."""
     from scipy.stats import t as student_t
 
-    from harness.analysis import _Aggregator, _row_stability, _seed_correlations
+    from harness.analysis.aggregate import Aggregator
+    from harness.analysis.importance import row_stability, seed_correlations
 
-    agg = _Aggregator(AnalysisOptions())
+    agg = Aggregator(AnalysisOptions())
     rng = np.random.default_rng(3)
     M, L, n_fam = 4, 6, 400
     results = []
@@ -182,8 +184,8 @@ def test_correlation_units_give_calibrated_intervals_where_row_mean_correlations
         x = 0.3 * np.linspace(0, 1, L) + u[:, None] + u[None, :] + (e + e.transpose(1, 0, 2)) / np.sqrt(2)
         x[np.arange(M), np.arange(M)] = np.nan
         q = u + rng.normal(size=(M, L))
-        units = _seed_correlations(q, x, lambda k: k, agg, kinds=("pearson",))["pearson"]
-        rm = _row_stability(x, np.arange(M))
+        units = seed_correlations(q, x, lambda k: k, agg, kinds=("pearson",))["pearson"]
+        rm = row_stability(x, np.arange(M))
         r = np.array([np.corrcoef(q[k], rm[k])[0, 1] for k in range(M)])
         results.append((r, units))
     target = np.mean([r.mean() for r, _ in results])  # E[family-mean r] at this M
@@ -236,12 +238,12 @@ def test_a_nan_seed_gives_named_nan_not_a_crash(cfg, store):
 
 
 def test_stats_errors_name_the_metric_and_the_layer():
-    from harness.analysis import _Aggregator
+    from harness.analysis.aggregate import Aggregator
 
-    agg = _Aggregator(AnalysisOptions(), seeds=(0, 1, 2))
+    agg = Aggregator(AnalysisOptions(), seeds=(0, 1, 2))
     pw = np.full((3, 3, 2), 0.5)
     pw[0, 1, 1] = np.nan  # one undefined pair in layer 1
-    agg.pairwise("some.metric", pw, higher=True, desc="")
+    agg.pairwise("some.metric", pw, higher=True, desc="", bounds=(None, None))
     m = agg.out["some.metric"]
     assert np.isfinite(m.value[0]) and np.isnan(m.value[1])
     assert agg.degenerate == ["some.metric layer 1: NaN or inf for 1 of 6 seed pairs (seeds 0, 1)"]
