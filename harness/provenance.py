@@ -41,13 +41,19 @@ _HARNESS_DIR = Path(__file__).resolve().parent
 
 # The harness files whose code decides what training produces. store.py is out: it only
 # persists bytes under checksums and verifies them, so it cannot change a trained weight;
-# provenance.py is out: it computes the key, not the weights.
+# provenance.py and fingerprint.py are out: they compute the key, not the weights (the
+# fingerprint reads a resolved spec, it resolves nothing that training then uses).
 HARNESS_TRAINING_FILES = (
     "model.py",  # the architecture and its initialisation
     "train.py",  # the loop, the optimizer, the RNG and determinism settings
     "data.py",  # the synthetic language and file sources
     "family.py",  # seed and device plumbing
-    "config.py",  # defaults and validation resolve what trains
+    "config.py",  # the spec names training code imports (a rebinding there changes what trains)
+    "spec.py",  # the spec dataclasses: derived sizes, seed pairs, vocabulary
+    "spec_load.py",  # defaults and extends merge into the spec that trains
+    "spec_validate.py",  # defaults and validation resolve what trains
+    "spec_optimizer.py",  # which optimizer a name means
+    "import_paths.py",  # which user module an import path means
     "adapters/*.py",  # library models (transformers, TransformerLens) behind the model protocol
 )
 
