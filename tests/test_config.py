@@ -1,14 +1,15 @@
-"""Family specs: loading, inheritance, strict validation, fingerprints."""
+"""Family specs: loading, inheritance, strict validation, and the harness.config facade."""
 
 from __future__ import annotations
 
+import ast
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from harness.cli import main
-from harness.config import ConfigError, fingerprint, load_family, load_suite
+from harness.config import ConfigError, load_family, load_suite
 
 
 def write(path: Path, text: str) -> Path:
@@ -204,96 +205,74 @@ def test_cli_prints_optimizer_kwargs_errors_without_traceback(tmp_path, capsys):
         assert "Traceback" not in err and err.count("\n") == 1, err
 
 
-def test_fingerprint_covers_training_and_nothing_else(tmp_path):
-    cfg = load_family(write(tmp_path / "f.yaml", BASE))
-    fp = fingerprint(cfg)
-    # Keys that do not change what training produces keep the fingerprint.
-    for same in (cfg.replace(name="other"), cfg.replace(seeds=[5, 6, 7]),
-                 cfg.replace(probe={"n_prompts": 9, "seed": 3}), cfg.replace(train={"device": "cpu"}),
-                 cfg.replace(train={"checkpoint_every": 3, "log_every": 2})):
-        assert fingerprint(same) == fp
-    # Any training-relevant key changes it.
-    for changed in (cfg.replace(train={"lr": 2e-3}), cfg.replace(train={"optimizer": "adamw"}),
-                    cfg.replace(train={"weight_decay": 0.1}), cfg.replace(train={"steps": 11}),
-                    cfg.replace(train={"threads": 2}), cfg.replace(model={"n_layers": 3}),
-                    cfg.replace(model={"qk_norm": True}), cfg.replace(data={"language_seed": 1}),
-                    cfg.replace(data={"synthetic": {"span_min": 6}}),
-                    # a pinned init seed gives every seed the same initial weights
-                    cfg.replace(train={"init_seed": 0}), cfg.replace(train={"data_seed": 0})):
-        assert fingerprint(changed) != fp
-    pinned = cfg.replace(train={"init_seed": 0})
-    assert fingerprint(pinned) != fingerprint(pinned.replace(train={"init_seed": 1}))
-    assert fingerprint(pinned) != fingerprint(cfg.replace(train={"data_seed": 0}))
-
-
-def test_specs_that_resolve_identically_share_a_fingerprint(tmp_path):
-    """A setting written out at the value training uses anyway is no change: same
-    fingerprint, so the same store key and the same baselines."""
-    cfg = load_family(write(tmp_path / "f.yaml", BASE))  # d_model 32, 4 heads, adam
-    fp = fingerprint(cfg)
-    for same in (cfg.replace(model={"d_head": 8}), cfg.replace(model={"d_mlp": 128}),
-                 cfg.replace(train={"optimizer": "Adam"}),
-                 cfg.replace(train={"optimizer_kwargs": {"betas": [0.9, 0.999], "amsgrad": False}}),
-                 cfg.replace(data={"synthetic": {"span_min": 8, "span_tokens": "uniform"}})):
-        assert fingerprint(same) == fp, same
-    adamw = cfg.replace(train={"optimizer": "adamw"})
-    assert fingerprint(adamw.replace(train={"weight_decay": 0.01})) == fingerprint(adamw)
-    # values that differ, or differ in type, or that a user's model reads raw, still count
-    for changed in (cfg.replace(model={"d_head": 16}), cfg.replace(model={"d_mlp": 64}),
-                    cfg.replace(train={"optimizer_kwargs": {"betas": [0.8, 0.999]}}),
-                    cfg.replace(train={"optimizer_kwargs": {"amsgrad": True}}),
-                    cfg.replace(data={"synthetic": {"zipf_exponent": 1}}),  # an int where the default is 1.0
-                    adamw.replace(train={"weight_decay": 0.1})):
-        assert fingerprint(changed) not in (fp, fingerprint(adamw)), changed
-    custom = cfg.replace(model={"custom": "harness.model:GPT"})
-    assert fingerprint(custom.replace(model={"d_head": 8})) != fingerprint(custom)
-    text = tmp_path / "t.txt"
-    text.write_text("hello world " * 50)
-    base = load_family(write(tmp_path / "t.yaml", f"name: t\ndata: {{kind: text, path: {text}, seq_len: 16}}\n"))
-    assert fingerprint(base.replace(data={"vocab_size": 256})) == fingerprint(base)
-
-
-def test_fingerprints_of_committed_baselines_are_unchanged():
-    """init_seed and data_seed count only when set, so no spec that leaves them unset (all
-    committed ones) has a new fingerprint: the baselines under baselines/ stay current."""
-    import json
-
-    root = Path(__file__).resolve().parent.parent
-    suite = load_suite(root / "suites" / "smoke" / "smoke.yaml")
-    headers = [json.loads(f.read_text())["header"] for f in sorted((root / "baselines" / "cpu" / "smoke").glob("*.json"))]
-    recorded = {name: fp for h in headers for name, fp in h["fingerprints"].items()}
-    assert recorded, "no smoke baselines found"
-    assert {name: fingerprint(suite.families[name]) for name in recorded} == recorded
-
-
-def test_source_digest_ignores_comments_formatting_and_docstrings(tmp_path):
-    from harness.provenance import _source_digest, harness_digest
-
-    path = tmp_path / "m.py"
-    path.write_text("def f(x):\n    return x + 1\n")
-    d = _source_digest(path)
-    path.write_text("# why f exists\ndef f( x ):\n\n    return (x + 1)  # one more\n")
-    assert _source_digest(path) == d
-    path.write_text("def f(x):\n    return x + 2\n")
-    assert _source_digest(path) != d
-    path.write_text('"""A module."""\ndef f(x):\n    """Docstrings change no bit."""\n    return x + 1\n')
-    assert _source_digest(path) == d
-    assert len(harness_digest()) == 8 and harness_digest() == harness_digest()
-
-
-def test_fingerprint_of_a_data_file_follows_content_not_path(tmp_path):
-    (tmp_path / "a.txt").write_text("hello world " * 50)
-    (tmp_path / "b.txt").write_text("hello world " * 50)
-    spec = "name: t\ndata: {kind: text, path: %s, seq_len: 16}\n"
-    fa = fingerprint(load_family(write(tmp_path / "a.yaml", spec % "a.txt")))
-    fb = fingerprint(load_family(write(tmp_path / "b.yaml", spec % "b.txt")))
-    assert fa == fb
-    (tmp_path / "b.txt").write_text("other text " * 50)
-    assert fingerprint(load_family(tmp_path / "b.yaml")) != fa
-
-
 def test_cli_prints_config_errors_without_traceback(tmp_path, capsys):
     path = write(tmp_path / "bad.yaml", "train: {lr: fast}\n")
     assert main(["train", str(path), "--store", str(tmp_path / "store")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("seedstab: error: ") and "train.lr" in err and "Traceback" not in err
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _harness_imports(path: Path) -> set[str]:
+    """Every ``harness...`` module (or module attribute) that ``path`` imports, at the top
+    or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "harness":
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "harness"}
+    return found
+
+
+def test_the_facade_keeps_every_name_the_project_imports_from_it():
+    import harness.config
+
+    wanted = {}
+    for folder in ("harness", "tests", "suites", "examples", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module == "harness.config":
+                    wanted.update({a.name: path.relative_to(ROOT) for a in node.names})
+    assert {"ConfigError", "FamilyConfig", "fingerprint", "load_suite", "resolve_optimizer"} <= set(wanted)
+    missing = {name: str(path) for name, path in wanted.items() if not hasattr(harness.config, name)}
+    assert not missing, f"harness.config no longer exports {missing}"
+    assert set(harness.config.__all__) <= set(vars(harness.config))
+
+
+def test_the_code_behind_the_facade_counts_as_training_code():
+    """Every harness module that loading a spec runs (defaults, extends, validation,
+    optimizer and import-path resolution) is in HARNESS_TRAINING_FILES, so editing it
+    retrains; the fingerprint module, which only computes the key, is not."""
+    from harness.provenance import HARNESS_TRAINING_FILES
+
+    root = ROOT / "harness"
+    counted = {p for pattern in HARNESS_TRAINING_FILES for p in root.glob(pattern)}
+
+    def file_of(module: str) -> Path | None:
+        rel = Path(*module.split(".")[1:])
+        return next((c for c in (root / f"{rel}.py", root / rel / "__init__.py")
+                     if rel.parts and c.is_file()), None)
+
+    reached, todo = set(), [root / "config.py"]
+    while todo:
+        path = todo.pop()
+        if path not in reached:
+            reached.add(path)
+            todo += [f for m in _harness_imports(path) if m not in ("harness.fingerprint", "harness.provenance")
+                     and (f := file_of(m)) is not None]
+    assert {root / n for n in ("spec.py", "spec_load.py", "spec_validate.py", "import_paths.py")} <= reached
+    uncounted = sorted(str(p.relative_to(root)) for p in reached - counted)
+    assert not uncounted, f"spec code missing from HARNESS_TRAINING_FILES: {uncounted}"
+    assert root / "fingerprint.py" not in counted
+
+
+def test_importing_the_facade_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, harness.config; print(sorted(m for m in ('torch', 'yaml') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "['yaml']", out.stdout + out.stderr
