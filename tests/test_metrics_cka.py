@@ -9,7 +9,9 @@ import pytest
 import torch
 from scipy.stats import ortho_group
 
+from harness.metrics import hsic
 from harness.metrics.cka import (
+    BANDWIDTHS,
     debiased_linear_cka,
     depth_trend,
     head_cka,
@@ -37,15 +39,33 @@ def gram_linear_loop(x: np.ndarray) -> np.ndarray:
     return k
 
 
-def gram_rbf_loop(x: np.ndarray) -> np.ndarray:
+def median_loop(values: list[float]) -> float:
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else 0.5 * (v[mid - 1] + v[mid])
+
+
+def sq_dist_loop(x: np.ndarray) -> np.ndarray:
     n, d = x.shape
     d2 = np.zeros((n, n))
     for i in range(n):
         for j in range(n):
             d2[i, j] = sum((x[i, c] - x[j, c]) ** 2 for c in range(d))
-    off = sorted(d2[i, j] for i in range(n) for j in range(i + 1, n))
-    mid = len(off) // 2
-    sigma2 = off[mid] if len(off) % 2 else 0.5 * (off[mid - 1] + off[mid])
+    return d2
+
+
+def bandwidth_loop(d2: np.ndarray, bandwidth: str) -> float:
+    """median_all: all n^2 entries, diagonal included; median_pairs: i < j only."""
+    n = d2.shape[0]
+    if bandwidth == "median_all":
+        return median_loop([d2[i, j] for i in range(n) for j in range(n)])
+    return median_loop([d2[i, j] for i in range(n) for j in range(i + 1, n)])
+
+
+def gram_rbf_loop(x: np.ndarray, bandwidth: str = "median_all") -> np.ndarray:
+    n, d = x.shape
+    d2 = sq_dist_loop(x)
+    sigma2 = bandwidth_loop(d2, bandwidth)
     k = np.zeros((n, n))
     for i in range(n):
         for j in range(n):
@@ -86,9 +106,9 @@ def hsic_ustat_loop(k: np.ndarray, l: np.ndarray) -> float:
     return s / (n * (n - 1) * (n - 2) * (n - 3))
 
 
-def cka_ref(x: np.ndarray, y: np.ndarray, kernel: str) -> float:
+def cka_ref(x: np.ndarray, y: np.ndarray, kernel: str, bandwidth: str = "median_all") -> float:
     if kernel == "rbf":
-        k, l = gram_rbf_loop(x), gram_rbf_loop(y)
+        k, l = gram_rbf_loop(x, bandwidth), gram_rbf_loop(y, bandwidth)
     else:
         k, l = gram_linear_loop(x), gram_linear_loop(y)
     hs = hsic_unbiased_loop if kernel == "debiased" else hsic_biased_loop
@@ -113,6 +133,53 @@ def test_matches_reference_loops(kernel: str, seed: int) -> None:
     want = cka_ref(x, y, kernel)
     assert abs(got - want) < 1e-6, (kernel, got, want)
     assert abs(got - 1.0) > 1e-3  # the inputs are related but not equivalent
+
+
+@pytest.mark.parametrize("n", [9, 10])  # odd and even counts of distance entries
+def test_rbf_bandwidth_conventions_match_loops(n: int) -> None:
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, 3))
+    y = np.tanh(x @ rng.normal(size=(3, 4))) + 0.5 * rng.normal(size=(n, 4))
+    d2 = sq_dist_loop(x)
+    got = {b: hsic.median_sq_distance(torch.from_numpy(d2), bandwidth=b) for b in BANDWIDTHS}
+    for b in BANDWIDTHS:
+        assert got[b] == pytest.approx(bandwidth_loop(d2, b), rel=1e-12)
+        assert rbf_cka(x, y, bandwidth=b) == pytest.approx(cka_ref(x, y, "rbf", b), abs=1e-6)
+    # the n zeros of the diagonal pull the all-entries median down
+    assert got["median_all"] < got["median_pairs"]
+    assert abs(rbf_cka(x, y) - rbf_cka(x, y, bandwidth="median_pairs")) > 1e-4
+    assert rbf_cka(x, y) == rbf_cka(x, y, bandwidth="median_all")  # the default
+    # an explicit sigma2 overrides either convention
+    s2 = bandwidth_loop(d2, "median_pairs")
+    assert rbf_cka(x, x * 2.0, sigma2=s2) < 1.0 - 1e-3  # one sigma2 for both: not scale-free
+
+
+def test_exact_median_on_large_matrices() -> None:
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(700, 5)))  # 490,000 entries: the bracketing path
+    d2 = torch.cdist(x, x).square().to(torch.float32)
+    d2.fill_diagonal_(0.0)
+    a = d2.numpy()
+    assert hsic.median_sq_distance(d2, bandwidth="median_all") == pytest.approx(
+        float(np.median(a)), rel=1e-7)
+    assert hsic.median_sq_distance(d2, bandwidth="median_pairs") == pytest.approx(
+        float(np.median(a[np.triu_indices(700, k=1)])), rel=1e-7)
+    # values at every sampled position are tiny: the bracket misses and the sort takes over
+    flat = torch.from_numpy(rng.random(300 * 300).astype(np.float32)) + 1.0
+    step = (flat.numel() // hsic._SAMPLE) | 1
+    flat[::step] = 0.0
+    want = np.sort(flat.numpy())[[flat.numel() // 2 - 1, flat.numel() // 2]]
+    assert hsic._order_statistics(flat, [flat.numel() // 2 - 1, flat.numel() // 2]) == list(want)
+
+
+def test_bandwidth_is_validated() -> None:
+    x = np.random.default_rng(0).normal(size=(10, 3))
+    for fn in (lambda: rbf_cka(x, x, bandwidth="median"),
+               lambda: pairwise_cka(np.stack([x, x]), kernel="rbf", bandwidth="mean"),
+               lambda: layer_cka(np.zeros((2, 1, 3, 4, 2)), kernel="rbf", bandwidth=None)):
+        with pytest.raises(ValueError, match=r"bandwidth: expected one of \('median_all', "
+                                             r"'median_pairs'\)"):
+            fn()
 
 
 def test_song_closed_form_equals_ustatistic() -> None:
@@ -151,14 +218,15 @@ def test_invariances(kernel: str) -> None:
     x = rng.normal(size=(60, 6))
     y = np.tanh(x @ rng.normal(size=(6, 7))) + 0.3 * rng.normal(size=(60, 7))
     q = ortho_group.rvs(6, random_state=7)
-    assert abs(fn(x, x @ q) - 1.0) < 1e-9  # orthogonal transform
-    assert abs(fn(x, 3.7 * x) - 1.0) < 1e-9  # isotropic scaling
-    assert abs(fn(x, x + 5.0) - 1.0) < 1e-9  # translation
-    assert abs(fn(x, x) - 1.0) < 1e-9
+    tol = 1e-7 if kernel == "rbf" else 1e-9  # rbf: float32 Gram matrices, float64 sums
+    assert abs(fn(x, x @ q) - 1.0) < tol  # orthogonal transform
+    assert abs(fn(x, 3.7 * x) - 1.0) < tol  # isotropic scaling
+    assert abs(fn(x, x + 5.0) - 1.0) < tol  # translation
+    assert abs(fn(x, x) - 1.0) < tol
     base = fn(x, y)
     assert base < 0.99
     assert abs(fn(y, x) - base) < 1e-12  # symmetry
-    assert abs(fn(x @ q * 0.01 + 2.0, y) - base) < 1e-9
+    assert abs(fn(x @ q * 0.01 + 2.0, y) - base) < tol
     # a non-isotropic scaling is not an invariance: the test can tell
     assert abs(fn(x * np.array([10.0, 1, 1, 1, 1, 1]), y) - base) > 1e-3
 

@@ -1,16 +1,21 @@
 """Centred kernel alignment (CKA) between seeds: residual streams and head outputs.
 
-Three kernels, all computed with float64 sums:
+Three kernels:
 
 - ``linear``: feature-space formula ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F),
-  O(n d^2) time and O(d^2) extra memory; never builds an n x n Gram matrix.
+  O(n d^2) time and O(d^2) extra memory; never builds an n x n Gram matrix. Float64.
 - ``debiased``: linear kernel with the unbiased HSIC estimator of Song et al. (2012),
-  rewritten in feature space (see ``_hsic_unbiased``), also O(n d^2).
-- ``rbf``: Gaussian kernel exp(-||xi - xj||^2 / (2 sigma^2)) with sigma^2 the median squared
-  distance between distinct rows (the paper's choice), biased HSIC = tr(KHLH)/(n-1)^2. This
-  one needs n x n Gram matrices, so rows are subsampled to ``max_rows`` (default 2048) with an
-  explicitly passed ``numpy.random.Generator``.
+  rewritten in feature space (see :mod:`harness.metrics.hsic`), also O(n d^2). Float64.
+- ``rbf``: Gaussian kernel exp(-||xi - xj||^2 / (2 sigma^2)), biased HSIC =
+  tr(KHLH)/(n-1)^2. sigma^2 is the median squared distance of each matrix; by default
+  (``bandwidth="median_all"``) the median over all n^2 entries of the distance matrix, its
+  zero diagonal included, as in the reference ``rbf(x, threshold)`` of Kornblith et al.
+  (2019) and the authors' code; ``bandwidth="median_pairs"`` takes it over distinct pairs
+  only. This kernel needs n x n Gram matrices (float32, every inner product summed in
+  float64), so rows are subsampled to ``max_rows`` (default 2048) with an explicitly passed
+  ``numpy.random.Generator``.
 
+The work runs in torch on the device the activations live on (numpy input: the CPU).
 All three are invariant to orthogonal transforms and isotropic scaling of either argument,
 and to translation (rows are centred first). Higher is more similar; linear and rbf lie in
 [0, 1], debiased can be slightly negative and is ~0 for independent features.
@@ -21,14 +26,17 @@ seed pair is computed once and mirrored (CKA is symmetric).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
 import torch
 
+from harness.metrics import hsic
+from harness.metrics.hsic import BANDWIDTHS, Bandwidth, check_bandwidth
+
 __all__ = [
     "KERNELS",
+    "BANDWIDTHS",
     "linear_cka",
     "debiased_linear_cka",
     "rbf_cka",
@@ -59,8 +67,17 @@ def _to_float64(x: ArrayLike, *, name: str) -> np.ndarray:
     raise TypeError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
-def _matrix(x: ArrayLike, *, name: str, min_rows: int) -> np.ndarray:
-    a = _to_float64(x, name=name)
+def _as_tensor(x: ArrayLike, *, name: str) -> torch.Tensor:
+    """float64 torch tensor on the device ``x`` lives on (numpy: the CPU)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(torch.float64)
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.asarray(x, dtype=np.float64))
+    raise TypeError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def _matrix(x: ArrayLike, *, name: str, min_rows: int) -> torch.Tensor:
+    a = _as_tensor(x, name=name)
     if a.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array [n, d], got shape {tuple(a.shape)}")
     if a.shape[0] < min_rows:
@@ -70,12 +87,12 @@ def _matrix(x: ArrayLike, *, name: str, min_rows: int) -> np.ndarray:
         )
     if a.shape[1] < 1:
         raise ValueError(f"{name}: needs at least one feature column, got shape {tuple(a.shape)}")
-    if not np.isfinite(a).all():
+    if not bool(torch.isfinite(a).all()):
         raise ValueError(f"{name}: contains NaN or inf; check the captured activations")
     return a
 
 
-def _check_pair(x: np.ndarray, y: np.ndarray) -> None:
+def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape[0] != y.shape[0]:
         raise ValueError(
             f"X and Y must have the same rows (the same probe tokens), got {x.shape[0]} and "
@@ -88,111 +105,12 @@ def _check_kernel(kernel: str) -> None:
         raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
 
 
-# ----------------------------------------------------------------------------- per-matrix prep
-# Every kernel is split into a per-matrix "prep" (done once per seed) and a cheap cross term,
-# so pairwise functions do O(M) preps and O(M^2) cross terms.
+def _prep(x: torch.Tensor, *, kernel: str, sigma2: float | None, bandwidth: Bandwidth,
+          name: str) -> hsic.Prep:
+    return hsic.prep(x, kernel=kernel, sigma2=sigma2, bandwidth=bandwidth, name=name)
 
 
-@dataclass(frozen=True)
-class _Prep:
-    kernel: str
-    feats: np.ndarray  # linear/debiased: centred X (n, d); rbf: centred Gram HKH (n, n)
-    sq_norms: np.ndarray | None  # debiased: row squared norms k_i (n,)
-    self_sim: float  # linear: ||Xc^T Xc||_F; debiased: HSIC_u(X, X); rbf: ||HKH||_F
-
-
-def _centre(x: np.ndarray) -> np.ndarray:
-    return x - x.mean(axis=0, keepdims=True)  # (n, d)
-
-
-def _hsic_unbiased(
-    xc: np.ndarray, yc: np.ndarray, kx: np.ndarray, ky: np.ndarray
-) -> float:
-    """Song et al. (2012) unbiased HSIC for linear kernels, in feature space.
-
-    With K~ = K - diag(K) (here K = Xc Xc^T, centred rows so K 1 = 0):
-      tr(K~ L~)       = ||Xc^T Yc||_F^2 - k.l
-      1^T K~ 1        = -sum(k)
-      1^T K~ L~ 1     = (K~ 1).(L~ 1) = k.l
-    HSIC_u = [tr(K~L~) + 1^T K~ 1 1^T L~ 1 / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1] / (n(n-3)).
-    The estimator is invariant to translating the rows, so centring first changes nothing
-    but the rounding error.
-    """
-    n = xc.shape[0]
-    cross = xc.T @ yc  # (d1, d2)
-    kl = float(kx @ ky)
-    tr = float(np.sum(cross * cross)) - kl
-    return (tr + kx.sum() * ky.sum() / ((n - 1) * (n - 2)) - 2.0 * kl / (n - 2)) / (n * (n - 3))
-
-
-def _sq_distances(xc: np.ndarray) -> np.ndarray:
-    sq = np.einsum("nd,nd->n", xc, xc)  # (n,)
-    d2 = xc @ xc.T  # (n, n), updated in place to spare n x n temporaries
-    d2 *= -2.0
-    d2 += sq[:, None]
-    d2 += sq[None, :]
-    np.maximum(d2, 0.0, out=d2)  # rounding can leave tiny negatives
-    np.fill_diagonal(d2, 0.0)
-    return d2
-
-
-def _median_sq_distance(d2: np.ndarray) -> float:
-    """Median over distinct pairs i < j.
-
-    Taken over all off-diagonal entries, which hold every pair twice: duplicating every
-    value leaves the median unchanged, and the strided view avoids index arrays.
-    """
-    n = d2.shape[0]
-    off = d2.reshape(-1)[1:].reshape(n - 1, n + 1)[:, :-1]  # (n-1, n) off-diagonal entries
-    return float(np.median(off))
-
-
-def _prep(x: np.ndarray, *, kernel: str, sigma2: float | None, name: str) -> _Prep:
-    xc = _centre(x)  # (n, d)
-    if kernel == "linear":
-        g = xc.T @ xc  # (d, d)
-        s = float(np.sqrt(np.sum(g * g)))
-        if s == 0.0:
-            raise ValueError(
-                f"{name}: all rows are identical (zero variance after centring); linear CKA "
-                "is undefined. Check that the captured activations are not constant."
-            )
-        return _Prep(kernel, xc, None, s)
-    if kernel == "debiased":
-        k = np.einsum("nd,nd->n", xc, xc)  # (n,)
-        h = _hsic_unbiased(xc, xc, k, k)
-        if not h > 0.0:
-            raise ValueError(
-                f"{name}: unbiased self-HSIC is {h:.3g} (<= 0), so debiased CKA is undefined; "
-                "this happens for constant or nearly rank-one activations or too few rows"
-            )
-        return _Prep(kernel, xc, k, h)
-    # rbf
-    d2 = _sq_distances(xc)  # (n, n)
-    s2 = _median_sq_distance(d2) if sigma2 is None else float(sigma2)
-    if not s2 > 0.0:
-        raise ValueError(
-            f"{name}: RBF bandwidth sigma^2 = {s2:.3g}; the median squared distance is 0 when "
-            "most rows are identical. Pass sigma2= explicitly or check the activations."
-        )
-    d2 *= -0.5 / s2
-    kmat = np.exp(d2, out=d2)  # (n, n)
-    kmat -= kmat.mean(axis=0, keepdims=True)
-    kmat -= kmat.mean(axis=1, keepdims=True)  # H K H
-    s = float(np.sqrt(np.sum(kmat * kmat)))
-    if s == 0.0:
-        raise ValueError(f"{name}: centred RBF Gram matrix is zero; CKA is undefined")
-    return _Prep(kernel, kmat, None, s)
-
-
-def _cross(p: _Prep, q: _Prep) -> float:
-    if p.kernel == "linear":
-        c = p.feats.T @ q.feats  # (d1, d2)
-        return float(np.sum(c * c)) / (p.self_sim * q.self_sim)
-    if p.kernel == "debiased":
-        h = _hsic_unbiased(p.feats, q.feats, p.sq_norms, q.sq_norms)
-        return h / float(np.sqrt(p.self_sim * q.self_sim))
-    return float(np.vdot(p.feats, q.feats)) / (p.self_sim * q.self_sim)
+_cross = hsic.cross
 
 
 # ----------------------------------------------------------------------------- single pair
@@ -208,8 +126,8 @@ def linear_cka(X: ArrayLike, Y: ArrayLike) -> float:
     x = _matrix(X, name="X", min_rows=2)
     y = _matrix(Y, name="Y", min_rows=2)
     _check_pair(x, y)
-    return _cross(_prep(x, kernel="linear", sigma2=None, name="X"),
-                  _prep(y, kernel="linear", sigma2=None, name="Y"))
+    return _cross(_prep(x, kernel="linear", sigma2=None, bandwidth="median_all", name="X"),
+                  _prep(y, kernel="linear", sigma2=None, bandwidth="median_all", name="Y"))
 
 
 def debiased_linear_cka(X: ArrayLike, Y: ArrayLike) -> float:
@@ -223,8 +141,8 @@ def debiased_linear_cka(X: ArrayLike, Y: ArrayLike) -> float:
     x = _matrix(X, name="X", min_rows=4)
     y = _matrix(Y, name="Y", min_rows=4)
     _check_pair(x, y)
-    return _cross(_prep(x, kernel="debiased", sigma2=None, name="X"),
-                  _prep(y, kernel="debiased", sigma2=None, name="Y"))
+    return _cross(_prep(x, kernel="debiased", sigma2=None, bandwidth="median_all", name="X"),
+                  _prep(y, kernel="debiased", sigma2=None, bandwidth="median_all", name="Y"))
 
 
 def _row_subsample(
@@ -243,41 +161,50 @@ def _row_subsample(
     return np.sort(generator.choice(n, size=max_rows, replace=False))
 
 
+def _take_rows(x: torch.Tensor, idx: np.ndarray | None) -> torch.Tensor:
+    return x if idx is None else x[torch.as_tensor(idx, device=x.device)]
+
+
 def rbf_cka(
     X: ArrayLike,
     Y: ArrayLike,
     *,
     sigma2: float | None = None,
+    bandwidth: Bandwidth = "median_all",
     max_rows: int = DEFAULT_MAX_ROWS,
     generator: np.random.Generator | None = None,
 ) -> float:
     """RBF-kernel CKA of X [n, d1] and Y [n, d2].
 
-    K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)); sigma^2 is, by default, the median squared
-    distance between distinct rows, taken separately for X and for Y (the paper's choice,
-    which makes the value scale invariant); a given ``sigma2`` is used for both. HSIC is the
-    biased tr(KHLH)/(n-1)^2, in float64. It needs n x n matrices, so when n > max_rows the
-    same ``max_rows`` rows of X and Y are drawn (without replacement) with ``generator``;
-    without a generator that case raises ValueError.
+    K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)); sigma^2 is the median squared distance of
+    the rows, taken separately for X and for Y (which makes the value scale invariant):
+    ``bandwidth="median_all"`` (default) over all n^2 entries of the distance matrix, zero
+    diagonal included, as Kornblith et al.'s (2019) reference ``rbf(x, threshold=1)`` and
+    the authors' code do; ``"median_pairs"`` over the distinct pairs i < j. A given
+    ``sigma2`` is used for both matrices and overrides ``bandwidth``. HSIC is the biased
+    tr(KHLH)/(n-1)^2 (float32 Gram matrices, float64 sums). It needs n x n matrices, so
+    when n > max_rows the same ``max_rows`` rows of X and Y are drawn (without replacement)
+    with ``generator``; without a generator that case raises ValueError.
     """
+    check_bandwidth(bandwidth)
     x = _matrix(X, name="X", min_rows=2)
     y = _matrix(Y, name="Y", min_rows=2)
     _check_pair(x, y)
     idx = _row_subsample(x.shape[0], max_rows=max_rows, generator=generator)
-    if idx is not None:
-        x, y = x[idx], y[idx]  # (max_rows, d)
-    return _cross(_prep(x, kernel="rbf", sigma2=sigma2, name="X"),
-                  _prep(y, kernel="rbf", sigma2=sigma2, name="Y"))
+    x, y = _take_rows(x, idx), _take_rows(y, idx)  # (max_rows, d)
+    return _cross(_prep(x, kernel="rbf", sigma2=sigma2, bandwidth=bandwidth, name="X"),
+                  _prep(y, kernel="rbf", sigma2=sigma2, bandwidth=bandwidth, name="Y"))
 
 
 # ----------------------------------------------------------------------------- families
 
 
 def _pairwise_from_mats(
-    mats: Sequence[np.ndarray], *, kernel: str, sigma2: float | None, where: str
+    mats: Sequence[torch.Tensor], *, kernel: str, sigma2: float | None, bandwidth: Bandwidth,
+    where: str,
 ) -> np.ndarray:
     m = len(mats)
-    preps = [_prep(x, kernel=kernel, sigma2=sigma2, name=f"{where}seed {i}")
+    preps = [_prep(x, kernel=kernel, sigma2=sigma2, bandwidth=bandwidth, name=f"{where}seed {i}")
              for i, x in enumerate(mats)]
     out = np.full((m, m), np.nan)  # (M, M)
     for a in range(m):
@@ -302,6 +229,7 @@ def pairwise_cka(
     *,
     kernel: Kernel = "linear",
     sigma2: float | None = None,
+    bandwidth: Bandwidth = "median_all",
     max_rows: int = DEFAULT_MAX_ROWS,
     generator: np.random.Generator | None = None,
 ) -> np.ndarray:
@@ -313,14 +241,15 @@ def pairwise_cka(
     all seeds, so every pair compares the same tokens.
     """
     _check_kernel(kernel)
+    check_bandwidth(bandwidth)
     acts = _family(acts, name="acts", ndim=3, layout="[M, n, d]")
     mats = [_matrix(acts[i], name=f"acts[{i}]", min_rows=4 if kernel == "debiased" else 2)
             for i in range(acts.shape[0])]
     if kernel == "rbf":
         idx = _row_subsample(mats[0].shape[0], max_rows=max_rows, generator=generator)
-        if idx is not None:
-            mats = [x[idx] for x in mats]  # (max_rows, d) each
-    return _pairwise_from_mats(mats, kernel=kernel, sigma2=sigma2, where="acts: ")
+        mats = [_take_rows(x, idx) for x in mats]  # (max_rows, d) each
+    return _pairwise_from_mats(mats, kernel=kernel, sigma2=sigma2, bandwidth=bandwidth,
+                               where="acts: ")
 
 
 def _stack_tokens(x: ArrayLike, *, exclude_first: bool) -> ArrayLike:
@@ -336,6 +265,7 @@ def layer_cka(
     kernel: Kernel = "linear",
     exclude_first: bool = True,
     sigma2: float | None = None,
+    bandwidth: Bandwidth = "median_all",
     max_rows: int = DEFAULT_MAX_ROWS,
     generator: np.random.Generator | None = None,
 ) -> np.ndarray:
@@ -345,9 +275,10 @@ def layer_cka(
     ``head_output_cka``). Per layer, rows are the P*T probe tokens (P*(T-1) without position
     0 when ``exclude_first``, the attention sink that every seed shares).
     Returns float64 [M, M, L], NaN on the seed diagonal. For ``rbf`` one row subsample is
-    drawn once and used for every layer and seed.
+    drawn once and used for every layer and seed; ``bandwidth`` as in :func:`rbf_cka`.
     """
     _check_kernel(kernel)
+    check_bandwidth(bandwidth)
     acts = _family(acts, name="acts", ndim=5, layout="[M, L, P, T, d]")
     m, n_layers, _, n_pos, _ = acts.shape
     if exclude_first and n_pos < 2:
@@ -363,10 +294,9 @@ def layer_cka(
         if kernel == "rbf":
             if layer == 0:
                 idx = _row_subsample(mats[0].shape[0], max_rows=max_rows, generator=generator)
-            if idx is not None:
-                mats = [x[idx] for x in mats]
+            mats = [_take_rows(x, idx) for x in mats]
         out[:, :, layer] = _pairwise_from_mats(
-            mats, kernel=kernel, sigma2=sigma2, where=f"layer {layer}, ")
+            mats, kernel=kernel, sigma2=sigma2, bandwidth=bandwidth, where=f"layer {layer}, ")
     return out
 
 
@@ -376,6 +306,7 @@ def head_output_cka(
     kernel: Kernel = "linear",
     exclude_first: bool = True,
     sigma2: float | None = None,
+    bandwidth: Bandwidth = "median_all",
     max_rows: int = DEFAULT_MAX_ROWS,
     generator: np.random.Generator | None = None,
 ) -> np.ndarray:
@@ -388,7 +319,7 @@ def head_output_cka(
     m, n_layers, n_prompts, n_pos, n_heads, d_head = z.shape
     flat = z.reshape(m, n_layers, n_prompts, n_pos, n_heads * d_head)  # (M, L, P, T, H*dh)
     return layer_cka(flat, kernel=kernel, exclude_first=exclude_first, sigma2=sigma2,
-                     max_rows=max_rows, generator=generator)
+                     bandwidth=bandwidth, max_rows=max_rows, generator=generator)
 
 
 def head_cka(
@@ -398,6 +329,7 @@ def head_cka(
     kernel: Kernel = "linear",
     exclude_first: bool = True,
     sigma2: float | None = None,
+    bandwidth: Bandwidth = "median_all",
     max_rows: int = DEFAULT_MAX_ROWS,
     generator: np.random.Generator | None = None,
 ) -> np.ndarray:
@@ -411,6 +343,7 @@ def head_cka(
     (2*8*2048^2*8 B = 512 MiB for 8 heads); lower max_rows for heads if that is too much.
     """
     _check_kernel(kernel)
+    check_bandwidth(bandwidth)
     z = _family(z, name="z", ndim=6, layout="[M, L, P, T, H, d_head]")
     m, n_layers, _, n_pos, n_heads, _ = z.shape
     if exclude_first and n_pos < 2:
@@ -436,17 +369,17 @@ def head_cka(
     out = np.full((m, m, n_layers, n_heads), np.nan)  # (M, M, L, H)
     idx = None
     for layer in range(n_layers):
-        def head_mat(seed: int, head: int) -> np.ndarray:
+        def head_mat(seed: int, head: int) -> torch.Tensor:
             x = _matrix(_stack_tokens(z[seed, layer, :, :, head], exclude_first=exclude_first),
                         name=f"z[{seed}, layer {layer}, head {head}]", min_rows=min_rows)
-            return x if idx is None else x[idx]  # (n, d_head)
+            return _take_rows(x, idx)  # (n, d_head)
 
         if kernel == "rbf" and layer == 0:
             n_rows = head_mat(0, 0).shape[0]
             idx = _row_subsample(n_rows, max_rows=max_rows, generator=generator)
 
-        def prep(seed: int, head: int) -> _Prep:
-            return _prep(head_mat(seed, head), kernel=kernel, sigma2=sigma2,
+        def prep(seed: int, head: int) -> hsic.Prep:
+            return _prep(head_mat(seed, head), kernel=kernel, sigma2=sigma2, bandwidth=bandwidth,
                          name=f"layer {layer}, seed {seed}, head {head}")
 
         # Hold seed a's heads while visiting every later seed b; each unordered seed pair
@@ -454,7 +387,7 @@ def head_cka(
         for a in range(m):
             pa = [prep(a, h) for h in range(n_heads)]
             for b in range(a + 1, m):
-                pb: dict[int, _Prep] = {}
+                pb: dict[int, hsic.Prep] = {}
                 for h in range(n_heads):
                     hb = int(mt[a, b, layer, h])
                     if hb not in pb:
