@@ -3,18 +3,38 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-GENERATOR_VERSION = "synth-2"
+# synth-3: spans placed by tensor ops over the batch, batches drawn DATA_CHUNK steps at a time
+GENERATOR_VERSION = "synth-3"
+
+# Training batches are drawn this many steps at a time (one draw of DATA_CHUNK * batch_size
+# sequences): the per-position loop of the n-gram chain then runs once per chunk, not once
+# per step. A constant, not a setting: it decides which data each step sees.
+DATA_CHUNK = 50
 
 
-@dataclass(frozen=True)
 class Batch:
-    tokens: Tensor  # int64 [B, T]
-    copy_mask: Tensor  # bool [B, T]
+    """``tokens`` int64 [B, T] and ``copy_mask`` bool [B, T] (:func:`copy_mask` of the
+    tokens). The mask is computed when first read: training needs it only at the steps
+    that log the copy loss."""
+
+    __slots__ = ("tokens", "_copy_mask")
+
+    def __init__(self, tokens: Tensor, copy_mask: Tensor | None = None) -> None:
+        self.tokens = tokens
+        self._copy_mask = copy_mask
+
+    @property
+    def copy_mask(self) -> Tensor:
+        if self._copy_mask is None:
+            self._copy_mask = copy_mask(self.tokens)
+        return self._copy_mask
+
+    def __repr__(self) -> str:
+        return f"Batch(tokens={tuple(self.tokens.shape)})"
 
 
 def copy_mask(tokens: Tensor, *, min_span: int = 6) -> Tensor:
@@ -39,29 +59,38 @@ def copy_offsets(tokens: Tensor, *, min_span: int = 6) -> Tensor:
     return _copy_runs(tokens, min_span=min_span)[1]
 
 
+# Offsets compared at once by _copy_runs: bounds its temporaries to ~B * 2**20 elements.
+_OFFSET_BLOCK_ELEMS = 2**20
+
+
 def _copy_runs(tokens: Tensor, *, min_span: int) -> tuple[Tensor, Tensor]:
     if min_span < 2:
         raise ValueError(f"copy_mask: min_span must be >= 2, got {min_span}")
     squeeze = tokens.dim() == 1
     tok = tokens.unsqueeze(0) if squeeze else tokens
     B, T = tok.shape
-    mask = torch.zeros(B, T, dtype=torch.bool)
-    offs = torch.zeros(B, T, dtype=torch.long)
-    pos = torch.arange(T)
-    for d in range(1, T):
-        eq = torch.zeros(B, T, dtype=torch.bool)
-        eq[:, d:] = tok[:, d:] == tok[:, :-d]
-        if not eq.any():
-            continue
-        # run start index for every position of a run: the last False before it, + 1
-        last_false = torch.where(~eq, pos, torch.full_like(pos, -1).expand(B, T))
-        start = torch.cummax(last_false, dim=1).values + 1  # (B, T)
-        # run end: reverse the same idea
-        nxt_false = torch.where(~eq, pos, torch.full_like(pos, T).expand(B, T))
-        end = torch.flip(torch.cummin(torch.flip(nxt_false, [1]), dim=1).values, [1]) - 1
-        hit = eq & (end - start + 1 >= min_span) & (pos > start)
-        offs = torch.where(hit & (offs == 0), torch.full_like(offs, d), offs)
-        mask |= hit
+    dev = tok.device
+    mask = torch.zeros(B, T, dtype=torch.bool, device=dev)
+    offs = torch.zeros(B, T, dtype=torch.long, device=dev)
+    pos = torch.arange(T, device=dev)  # (T,)
+    block = max(1, _OFFSET_BLOCK_ELEMS // max(T, 1))
+    # Offsets d = 1..T-1 in blocks, every offset of a block at once; tensor ops only (no
+    # .any() per offset), so on a GPU nothing waits for the device.
+    for d0 in range(1, T, block):
+        d = torch.arange(d0, min(d0 + block, T), device=dev)  # (D,)
+        src = pos[None, :] - d[:, None]  # (D, T): the position d back
+        eq = (src >= 0)[None] & (tok[:, None, :] == tok[:, src.clamp(min=0)])  # (B, D, T)
+        # run start for every position of a run: the last False before it, + 1
+        last_false = torch.where(~eq, pos, -1)
+        start = torch.cummax(last_false, dim=2).values + 1  # (B, D, T)
+        # run end: the same idea, reversed
+        nxt_false = torch.where(~eq, pos, T)
+        end = torch.flip(torch.cummin(torch.flip(nxt_false, [2]), dim=2).values, [2]) - 1
+        hit = eq & (end - start + 1 >= min_span) & (pos > start)  # (B, D, T)
+        found = hit.any(dim=1)  # (B, T)
+        first = d[hit.int().argmax(dim=1)]  # (B, T) smallest offset of the block that hits
+        offs = torch.where(found & (offs == 0), first, offs)
+        mask |= found
     if squeeze:
         return mask[0], offs[0]
     return mask, offs
@@ -183,23 +212,64 @@ class SyntheticLanguage:
         u = torch.rand(n, 4, generator=generator, dtype=torch.double)
         span_dist = self.unigram if self.span_tokens == "zipf" else torch.full((V,), 1.0 / V, dtype=torch.double)
         seg_all = torch.multinomial(span_dist, n * self.span_max, replacement=True, generator=generator).view(n, -1)
-        for i in range(n):
-            if u[i, 3] >= self.p_repeat:
-                continue
-            L = self.span_min + int(u[i, 0] * (self.span_max - self.span_min + 1))
-            r = self.repeats_min + int(u[i, 1] * (self.repeats_max - self.repeats_min + 1))
-            r = max(2, min(r, T // L))
-            start = int(u[i, 2] * (T - r * L + 1))
-            toks[i, start : start + r * L] = seg_all[i, :L].repeat(r)
-        return Batch(tokens=toks, copy_mask=copy_mask(toks))
+        # Each sequence i: a span of L[i] tokens written r[i] times from start[i], all rows at once.
+        L = self.span_min + (u[:, 0] * (self.span_max - self.span_min + 1)).long()  # (n,)
+        r = self.repeats_min + (u[:, 1] * (self.repeats_max - self.repeats_min + 1)).long()  # (n,)
+        r = torch.clamp(torch.minimum(r, T // L), min=2)  # (n,)
+        start = (u[:, 2] * (T - r * L + 1).double()).long()  # (n,)
+        rel = torch.arange(T)[None, :] - start[:, None]  # (n, T) position inside the repeats
+        inside = (rel >= 0) & (rel < (r * L)[:, None]) & (u[:, 3] < self.p_repeat)[:, None]  # (n, T)
+        seg = seg_all.gather(1, rel.clamp(min=0) % L[:, None])  # (n, T)
+        toks = torch.where(inside, seg, toks)
+        return Batch(tokens=toks)
+
+
+class BatchStream:
+    """The training batches of one seed, drawn :data:`DATA_CHUNK` steps at a time.
+
+    Step ``s`` gets rows ``[(s % DATA_CHUNK) * B, ...)`` of one ``source.sample(DATA_CHUNK *
+    B)`` call, the call for chunk ``s // DATA_CHUNK``; chunks are drawn from ``generator`` in
+    order, so a seed's data order is a function of its generator's seed alone. Tokens are
+    moved to ``device`` once per chunk. To resume at step ``s``, pass ``start=s`` and the
+    generator in the state :meth:`resume_state` gave at ``s`` (the state before its chunk
+    was drawn): the stream redraws that chunk and continues bit for bit.
+    """
+
+    def __init__(self, source, *, batch_size: int, generator: torch.Generator, start: int = 0,
+                 device: torch.device | str = "cpu") -> None:
+        self.source, self.batch_size, self.generator = source, batch_size, generator
+        self.device = torch.device(device)
+        self._chunk = -1
+        self._tokens: Tensor | None = None  # (DATA_CHUNK, B, T) on device
+        self._chunk_state: Tensor | None = None  # generator state before the current chunk
+        self._next_chunk = start // DATA_CHUNK
+
+    def resume_state(self, step: int) -> Tensor:
+        """The generator state to checkpoint when ``step`` is the next step to run."""
+        c = step // DATA_CHUNK
+        if c == self._chunk:
+            return self._chunk_state.clone()
+        return self.generator.get_state()  # its chunk is not drawn yet
+
+    def batch(self, step: int) -> Batch:
+        """Step ``step``'s batch: tokens (B, T) on the stream's device."""
+        c, i = divmod(step, DATA_CHUNK)
+        if c != self._chunk:
+            if c != self._next_chunk:
+                raise ValueError(f"BatchStream: step {step} is in chunk {c}, but the generator "
+                                 f"stands before chunk {self._next_chunk}; steps run in order")
+            self._chunk_state = self.generator.get_state()
+            drawn = self.source.sample(DATA_CHUNK * self.batch_size, generator=self.generator).tokens
+            self._tokens = drawn.view(DATA_CHUNK, self.batch_size, -1).to(self.device)
+            self._chunk, self._next_chunk = c, c + 1
+        return Batch(tokens=self._tokens[i])
 
 
 def _window_batch(data: Tensor, n: int, seq_len: int, generator: torch.Generator) -> Batch:
     """n random windows of length seq_len from a 1-D int64 tensor."""
     starts = torch.randint(0, data.numel() - seq_len + 1, (n,), generator=generator)
     idx = starts[:, None] + torch.arange(seq_len)[None, :]  # (n, T)
-    toks = data[idx]
-    return Batch(tokens=toks, copy_mask=copy_mask(toks))
+    return Batch(tokens=data[idx])
 
 
 class TokenFileSource:

@@ -608,6 +608,27 @@ class Store:
         finally:
             flock.release()
 
+    @contextlib.contextmanager
+    def try_lock(self, fingerprint: str, device_class: str, seed_key: str) -> Iterator[Path | None]:
+        """:meth:`lock` without waiting: yields the seed dir if the lock was free (and holds
+        it for the block), else None at once (another process holds it). This is how
+        several processes asking for one family each take the next free seed."""
+        d = self.seed_dir(fingerprint, device_class, seed_key)
+        self._mkdir(d.parent)
+        path = d.with_name(d.name + ".lock")
+        flock = filelock.FileLock(path, timeout=0)
+        try:
+            flock.acquire()
+        except filelock.Timeout:
+            yield None
+            return
+        except OSError as e:
+            raise StoreError(f"could not open the lock file {path}: {e}") from e
+        try:
+            yield d
+        finally:
+            flock.release()
+
     # ---------------------------------------------------------------- listing
 
     def entries(self) -> list[Entry]:

@@ -31,8 +31,11 @@ from harness.provenance import runtime_versions
 log = logging.getLogger(__name__)
 
 
-# cuBLAS needs a fixed workspace for deterministic results (CUDA >= 10.2).
+# cuBLAS needs a fixed workspace for deterministic results (CUDA >= 10.2). cuBLAS reads the
+# variable when it creates its first handle, so it is set (unless the user set one) when
+# this module is imported, before any training can touch CUDA.
 CUBLAS_WORKSPACE_CONFIG = ":4096:8"
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
 
 
 class TrainingDiverged(RuntimeError):
@@ -209,15 +212,17 @@ def _set_mode(optimizer: Any, mode: str) -> None:
 
 def lm_losses(model: nn.Module, tokens: torch.Tensor, copy_mask: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Next-token cross-entropy (mean) and the mean over copied target tokens (or None)."""
+    """Next-token cross-entropy (mean) and, given ``copy_mask``, the mean over copied target
+    tokens (detached; NaN when no target is copied), else None."""
     logits = model(tokens)  # (B, T, V)
     per_tok = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                               tokens[:, 1:].reshape(-1), reduction="none")  # (B*(T-1),)
     copied = None
     if copy_mask is not None:
-        m = copy_mask[:, 1:].reshape(-1)
-        if m.any():
-            copied = per_tok[m].mean()
+        # a masked mean, not per_tok[m]: no boolean gather, so no wait for the device;
+        # NaN when nothing is copied
+        m = copy_mask[:, 1:].reshape(-1).to(per_tok.dtype)  # (B*(T-1),)
+        copied = (per_tok.detach() * m).sum() / m.sum()
     return per_tok.mean(), copied
 
 
@@ -230,7 +235,10 @@ def train_seed(cfg: FamilyConfig, seed: int, *, device: torch.device,
     ``on_checkpoint(step, payload)`` is called every ``train.checkpoint_every`` steps with
     everything needed to resume bitwise-identically (weights, optimizer state, the data
     generator's and the global RNG's states, the loss curve); ``on_step(step, loss,
-    tokens_per_s)`` after each step. Raises :class:`TrainingDiverged` on a non-finite loss.
+    tokens_per_s)`` at every step whose loss is fetched from the device: the log steps
+    (every ``train.log_every``, the first and the last) and the checkpoint steps. Losses
+    stay on the device in between, so a GPU never waits for the host. Raises
+    :class:`TrainingDiverged` naming the first step whose loss was not finite.
 
     Runs under :func:`deterministic` with ``train.threads`` threads, and with the global
     torch RNG (CPU, and the training device on CUDA) forked and seeded by
@@ -238,14 +246,7 @@ def train_seed(cfg: FamilyConfig, seed: int, *, device: torch.device,
     before, and the caller's RNG state, flags and thread count are untouched afterwards.
     """
     init_seed, data_seed = cfg.seed_pair(seed)
-    rng_devices = [_cuda_index(device)] if device.type == "cuda" else []
-    with deterministic(device, cfg.train.threads) as settings, torch.random.fork_rng(devices=rng_devices):
-        # not torch.manual_seed: it would reseed every CUDA device, beyond what fork_rng restores
-        value = global_seed(init_seed, data_seed)
-        torch.default_generator.manual_seed(value)
-        if device.type == "cuda":
-            with torch.cuda.device(rng_devices[0]):
-                torch.cuda.manual_seed(value)
+    with seeded_scope(device, cfg.train.threads, global_seed(init_seed, data_seed)) as settings:
         where = {"step": 0 if resume is None else int(resume["step"])}
         try:
             return _train(cfg, seed, device=device, resume=resume, on_checkpoint=on_checkpoint,
@@ -253,9 +254,63 @@ def train_seed(cfg: FamilyConfig, seed: int, *, device: torch.device,
         except (ConfigError, TrainingDiverged, KeyboardInterrupt):
             raise
         except Exception as e:
-            init_seed, data_seed = cfg.seed_pair(seed)
             raise TrainingError(f"{cfg.name}: seed {seed} (init_seed {init_seed}, data_seed {data_seed}), "
                                 f"step {where['step']}: {type(e).__name__}: {e}") from e
+
+
+@contextlib.contextmanager
+def seeded_scope(device: torch.device, threads: int, seed: int) -> Iterator[dict[str, Any]]:
+    """:func:`deterministic` plus the global RNG (CPU, and ``device`` on CUDA) forked and
+    seeded with ``seed``; yields the determinism settings."""
+    rng_devices = [_cuda_index(device)] if device.type == "cuda" else []
+    with deterministic(device, threads) as settings, torch.random.fork_rng(devices=rng_devices):
+        # not torch.manual_seed: it would reseed every CUDA device, beyond what fork_rng restores
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            with torch.cuda.device(rng_devices[0]):
+                torch.cuda.manual_seed(seed)
+        yield settings
+
+
+def diverged(cfg: FamilyConfig, seed: int, value: float, step: int) -> TrainingDiverged:
+    init_seed, data_seed = cfg.seed_pair(seed)
+    return TrainingDiverged(
+        f"{cfg.name}: seed {seed} (init_seed {init_seed}, data_seed {data_seed}): the loss became "
+        f"{value} at step {step}; lower train.lr or check the optimizer settings")
+
+
+def logs_at(done: int, tc: Any) -> bool:
+    """Whether the step that makes ``done`` steps writes a row of the loss curve."""
+    return done % tc.log_every == 0 or done == tc.steps or done == 1
+
+
+class LossWindow:
+    """The losses of the steps since the last fetch, kept on the device: :meth:`fetch`
+    copies them to the host in one transfer (the one wait for the device)."""
+
+    def __init__(self) -> None:
+        self._steps: list[int] = []
+        self._losses: list[torch.Tensor] = []  # () or (k,) each
+        self._copies: dict[int, torch.Tensor] = {}  # step -> copy loss, at the log steps
+
+    def add(self, step: int, loss: torch.Tensor, copy_loss: torch.Tensor | None = None) -> None:
+        self._steps.append(step)
+        self._losses.append(loss.detach())
+        if copy_loss is not None:
+            self._copies[step] = copy_loss.detach()
+
+    def fetch(self) -> list[tuple[int, list[float], list[float] | None]]:
+        """``(step, losses, copy losses or None)`` per step, in order; the window empties.
+        ``losses`` has one value (or one per packed seed)."""
+        if not self._steps:
+            return []
+        copy_steps = list(self._copies)
+        tensors = self._losses + [self._copies[s] for s in copy_steps]
+        host = torch.stack([t.reshape(-1).float() for t in tensors]).cpu().tolist()  # (n, k)
+        copies = dict(zip(copy_steps, host[len(self._steps):]))
+        out = [(s, row, copies.get(s)) for s, row in zip(self._steps, host)]
+        self._steps, self._losses, self._copies = [], [], {}
+        return out
 
 
 def _train(cfg: FamilyConfig, seed: int, *, device: torch.device, resume: dict[str, Any] | None,
@@ -283,46 +338,61 @@ def _train(cfg: FamilyConfig, seed: int, *, device: torch.device, resume: dict[s
 
     tc = cfg.train
     tokens_per_step = tc.batch_size * (cfg.data.seq_len - 1)
+    stream = data_mod.BatchStream(source, batch_size=tc.batch_size, generator=generator, start=start,
+                                  device=device)
+    window = LossWindow()
     model.train()
     _set_mode(optimizer, "train")
     t0 = time.perf_counter()
     for step in range(start, tc.steps):
         where["step"] = step
-        batch = source.sample(tc.batch_size, generator=generator)
-        tokens = batch.tokens.to(device)  # (B, T)
-        loss, copy_loss = lm_losses(model, tokens, batch.copy_mask.to(device))
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"{cfg.name}: seed {seed} (init_seed {init_seed}, data_seed {data_seed}): the loss became "
-                f"{value} at step {step}; lower train.lr or check the optimizer settings")
+        done = step + 1
+        logs = logs_at(done, tc)
+        batch = stream.batch(step)
+        # the copy mask (and loss) only where the curve records it
+        loss, copy_loss = lm_losses(model, batch.tokens, batch.copy_mask if logs else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        done = step + 1
-        if done % tc.log_every == 0 or done == tc.steps or done == 1:
-            curve.append([done, value, copy_loss.item() if copy_loss is not None else float("nan")])
+        window.add(step, loss, copy_loss)
+        checkpoint = on_checkpoint is not None and done % tc.checkpoint_every == 0 and done < tc.steps
+        if not (logs or checkpoint):
+            continue
+        value = math.nan
+        for s, (value,), copied in window.fetch():
+            if not math.isfinite(value):
+                raise diverged(cfg, seed, value, s)
+            if copied is not None:
+                curve.append([s + 1, value, copied[0]])
         now = time.perf_counter()
         if on_step is not None:
             on_step(done, value, tokens_per_step * (done - start) / max(now - t0, 1e-9))
-        if on_checkpoint is not None and done % tc.checkpoint_every == 0 and done < tc.steps:
+        if checkpoint:
             # the training point, not eval()'s weights: a resume continues bit for bit, and
             # how often checkpoints are taken cannot change the result
             on_checkpoint(done, {
                 "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                 # copies: the live state keeps changing after the callback returns
-                "optimizer": copy.deepcopy(optimizer.state_dict()), "generator": generator.get_state(),
+                "optimizer": copy.deepcopy(optimizer.state_dict()), "generator": stream.resume_state(done),
                 "rng": _rng_state(device),
                 "curve": [list(r) for r in curve], "step": done, "elapsed": elapsed + now - t0})
     _set_mode(optimizer, "eval")  # the weights to store and analyse
     wall = elapsed + time.perf_counter() - t0
-    trained_steps = tc.steps - start
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return TrainResult(state_dict=state, log={
+    return TrainResult(state_dict=state, log=seed_log(
+        cfg, seed, curve=curve, wall=wall, start=start, tokens_per_s=tokens_per_step * (tc.steps - start)
+        / max(time.perf_counter() - t0, 1e-9), device=device, settings=settings))
+
+
+def seed_log(cfg: FamilyConfig, seed: int, *, curve: list[list[float]], wall: float, start: int,
+             tokens_per_s: float, device: torch.device, settings: dict[str, Any]) -> dict[str, Any]:
+    """The training log stored with a seed: its seeds, loss curve, timings and the settings
+    that decide the bits."""
+    init_seed, data_seed = cfg.seed_pair(seed)
+    return {
         "seed": seed, "init_seed": init_seed, "data_seed": data_seed,
-        "steps": tc.steps, "curve": curve, "final_loss": curve[-1][1] if curve else None,
+        "steps": cfg.train.steps, "curve": curve, "final_loss": curve[-1][1] if curve else None,
         "final_copy_loss": curve[-1][2] if curve else None,
-        "wall_s": wall, "resumed_from": start,
-        "tokens_per_s": tokens_per_step * trained_steps / max(time.perf_counter() - t0, 1e-9),
+        "wall_s": wall, "resumed_from": start, "tokens_per_s": tokens_per_s,
         "device": str(device), **settings, "torch": torch.__version__, "versions": runtime_versions(),
-    })
+    }
