@@ -115,6 +115,9 @@ class Analysis:
         try:
             return self.measurements[name]
         except KeyError:
+            why = (self.info.get("absent") or {}).get(name)
+            if why:
+                raise KeyError(f"no measurement {name!r} in the analysis of {self.family}: it {why}") from None
             raise KeyError(f"no measurement {name!r}; this analysis has: "
                            f"{', '.join(sorted(self.measurements))}") from None
 

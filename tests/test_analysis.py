@@ -321,3 +321,45 @@ def test_worse_orients_every_metric_by_its_own_direction():
     assert cmp["s"].alternative == "less" and cmp["t"].alternative == "greater"
     assert np.all(cmp["s"].p_value < 0.05)  # s (higher is better) fell: worse
     assert np.all(cmp["t"].p_value == 1.0)  # t (lower is better) fell: better, never flagged
+
+
+# ------------------------------------------------------------------------ ranges and the gaps
+
+
+def test_every_measurement_declares_its_range_and_lies_in_it(trained):
+    from harness.analysis import metric_range
+
+    for name, m in trained.measurements.items():
+        assert m.bounds == metric_range(name), name  # declared (bounded or UNBOUNDED) for every name
+        low = -np.inf if m.bounds[0] is None else m.bounds[0]
+        high = np.inf if m.bounds[1] is None else m.bounds[1]
+        for what in ("value", "lo", "hi"):
+            x = np.asarray(getattr(m, what))
+            ok = np.isnan(x) | ((x >= low - 1e-9) & (x <= high + 1e-9))
+            assert np.all(ok), (name, what, x, m.bounds)  # a wrong declaration shows here
+    assert trained.info["ci_clipped"] == sorted(n for n, m in trained.measurements.items() if m.ci_note)
+
+
+def test_the_paper_gap_is_rbf_cka_at_resid_pre_minus_anchor_stability(trained):
+    g = trained["gap.paper"]
+    rbf = trained["resid_cka.rbf.pre"].pairwise[0, 1:]  # [M-1, L]: CKA(anchor, m)
+    anchor = trained["head_stability.anchor"].per_seed  # [M-1, L]: S(anchor, m)
+    np.testing.assert_allclose(g.per_seed, rbf - anchor, atol=1e-12)
+    np.testing.assert_allclose(g.value, (rbf - anchor).mean(axis=0), atol=1e-12)
+    assert "RBF CKA at resid_pre - anchor head stability (the paper's comparison)" in g.description
+    assert not g.baselinable and g.n_seeds == 2
+    like = trained["gap.cka"]  # like for like, per seed pair
+    np.testing.assert_allclose(like.pairwise, trained["resid_cka.debiased.mid"].pairwise
+                               - trained["head_cka.debiased"].pairwise, atol=1e-12, equal_nan=True)
+    assert "gap.pattern" not in trained.measurements
+    assert trained["gap.paper.trend"].per_seed.shape == (2,)
+
+
+def test_without_the_rbf_kernel_the_paper_gap_is_absent_and_says_why(cfg, store):
+    options = AnalysisOptions(n_boot=100, kernels=("linear", "debiased"), step0=False, importance=False,
+                              cross_layer=False)
+    a = analyze_family(obtain_family(cfg, store=store), options=options)
+    assert "gap.paper" not in a.measurements and "gap.cka" in a.measurements
+    assert "rbf" in a.info["absent"]["gap.paper"]
+    with pytest.raises(KeyError, match="no measurement 'gap.paper' in the analysis of tiny: it needs the 'rbf'"):
+        a["gap.paper"]
