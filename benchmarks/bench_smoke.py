@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(store: Path, extra: list[str]) -> tuple[float, str, int]:
     env = {**os.environ, "SEEDSTAB_STORE": str(store)}
-    cmd = [sys.executable, "-m", "pytest", "suites/smoke", "-q", "-p", "no:cacheprovider", "--no-mlflow", *extra]
+    cmd = [sys.executable, "-m", "pytest", "suites/smoke", "-q", "-p", "no:cacheprovider", "--seedstab-no-mlflow", *extra]
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     last = [l for l in proc.stdout.splitlines() if l.strip()][-1:] or ["(no output)"]

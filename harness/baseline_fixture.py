@@ -5,9 +5,9 @@ stored baseline, under the same gate policy as a YAML check (:func:`harness.verd
 compares with ``baselines/<device-class>/<suite>/<test>.json``. A missing, stale, invalid,
 underpowered, regressed or (by default) inconclusive result fails the test with a report
 and, where there is something to accept, writes ``<test>.obtained.json``;
-``--update-baselines`` rewrites the file. With several families in one check each family is
-tested on its own seeds at ``alpha / n_families`` (Bonferroni over families, so the check's
-error stays at ``alpha``).
+``--seedstab-update-baselines`` rewrites the file. With several families in one check each
+family is tested on its own seeds at ``alpha / n_families`` (Bonferroni over families, so the
+check's error stays at ``alpha``).
 """
 
 from __future__ import annotations
@@ -102,7 +102,9 @@ class StabilityBaseline:
 
     @property
     def update_command(self) -> str:
-        return f"pytest {shlex.quote(self._node.nodeid)} --update-baselines"
+        from harness.plugin import update_command
+
+        return update_command(self._node.nodeid)
 
     def path_for(self, *, device_class: str, suite: str) -> Path:
         """Where this test's baseline for ``device_class`` and ``suite`` lives."""

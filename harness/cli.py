@@ -7,11 +7,12 @@ one line on stderr and exit code 2 (never a traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from harness.config import ConfigError
 
@@ -22,6 +23,54 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, metavar="DIR",
                    help="trained-seed store (default: $SEEDSTAB_STORE or ./.seedstab/store)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the spec's train.device)")
+
+
+def _pack(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a positive integer, got {value!r}")
+    return n
+
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    """How families train: progress display, seeds packed together, where they run."""
+    p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
+                   help="training progress on stderr: bar, lines (a plain line every ~10 %%, for logs), "
+                        "off; auto (default): bars on a terminal, lines otherwise")
+    p.add_argument("--no-progress", dest="progress", action="store_const", const="off",
+                   help="the same as --progress off")
+    p.add_argument("--pack", type=_pack, default=None, metavar="N",
+                   help="seeds of a family trained together in one batched model (default: auto)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where seeds train: local (this process, default) or ray (a Ray cluster)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="the Ray cluster for --executor ray (default: $RAY_ADDRESS, else a local Ray)")
+
+
+@contextlib.contextmanager
+def _training(args: argparse.Namespace) -> Iterator[dict]:
+    """obtain_family's keyword arguments for how to train, from the command line; the
+    executor is closed afterwards (a Ray executor's connection)."""
+    import importlib.util
+    import os
+
+    if args.ray_address and args.executor != "ray":
+        raise ValueError("--ray-address is for --executor ray; add it or drop the address")
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ValueError("--executor ray: the ray package is not installed (pip install ray), "
+                         "or use --executor local")
+    from harness.executors import make_executor
+
+    executor = make_executor(args.executor, address=args.ray_address or os.environ.get("RAY_ADDRESS") or None)
+    try:
+        yield {"progress": args.progress, "pack": args.pack, "executor": executor}
+    finally:
+        executor.close()
 
 
 def _store_dir(args: argparse.Namespace) -> Path:
@@ -50,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("spec", nargs="+", metavar="SPEC")
     _add_common(t)
     t.add_argument("--force", action="store_true", help="retrain even seeds the store already holds")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_training(t)
 
     ls = sub.add_parser("ls", help="list the trained seeds the store holds")
     ls.add_argument("--store", default=None, metavar="DIR")
@@ -85,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "place under --baselines-dir)")
     c.add_argument("--baselines-dir", default="baselines", metavar="DIR",
                    help="root of the stored baselines (default: ./baselines)")
-    c.add_argument("--update-baselines", action="store_true",
-                   help="train (or load) the reference and rewrite its baseline, then compare")
+    c.add_argument("--update-baselines", "--seedstab-update-baselines", action="store_true",
+                   help="train (or load) the reference and rewrite its baseline, then compare "
+                        "(the second spelling is pytest's)")
     c.add_argument("--metrics", nargs="+", metavar="M", help="metrics (default: the suite's regression.metrics)")
     c.add_argument("--tolerance", type=float, help="absolute tolerance for every metric")
     c.add_argument("--alpha", type=float, help="false-alarm rate of each check (default: the suite's)")
@@ -109,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--mlflow-uri", metavar="URI", default=None,
                     help="tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     c.add_argument("--ci-method", choices=CI_METHODS, default="jackknife-t")
-    c.add_argument("--no-progress", action="store_true")
+    _add_training(c)
     return parser
 
 
@@ -130,21 +180,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     from harness.store import Store
 
     store = Store(_store_dir(args))
-    for cfg in _families(args.spec):
-        fam = obtain_family(cfg, store=store, device=args.device, force=args.force,
-                            progress=not args.no_progress)
-        n = len(fam.seeds)
-        if fam.trained_now == 0:
-            print(f"{cfg.name}: all {n} seeds already in the store ({fam.fingerprint}, {fam.device_class}); "
-                  "nothing to train")
-        else:
-            print(f"{cfg.name}: trained {fam.trained_now} of {n} seeds ({fam.fingerprint}, {fam.device_class})")
-        for s in fam.seeds:
-            lg = s.log
-            print(f"  seed {s.seed:>3}  final loss {lg.get('final_loss', float('nan')):.4f}  "
-                  f"copy loss {lg.get('final_copy_loss', float('nan')):.4f}  "
-                  f"{lg.get('tokens_per_s', 0):,.0f} tok/s  {lg.get('wall_s', 0):.1f}s"
-                  f"{'  (new)' if s.trained_now else ''}")
+    with _training(args) as training:
+        for cfg in _families(args.spec):
+            fam = obtain_family(cfg, store=store, device=args.device, force=args.force, **training)
+            n = len(fam.seeds)
+            if fam.trained_now == 0:
+                print(f"{cfg.name}: all {n} seeds already in the store ({fam.fingerprint}, "
+                      f"{fam.device_class}); nothing to train")
+            else:
+                print(f"{cfg.name}: trained {fam.trained_now} of {n} seeds ({fam.fingerprint}, "
+                      f"{fam.device_class})")
+            for s in fam.seeds:
+                lg = s.log
+                print(f"  seed {s.seed:>3}  final loss {lg.get('final_loss', float('nan')):.4f}  "
+                      f"copy loss {lg.get('final_copy_loss', float('nan')):.4f}  "
+                      f"{lg.get('tokens_per_s', 0):,.0f} tok/s  {lg.get('wall_s', 0):.1f}s"
+                      f"{'  (new)' if s.trained_now else ''}")
     return 0
 
 
@@ -244,31 +295,33 @@ def cmd_check(args: argparse.Namespace) -> int:
             check_parameters(t, c.alpha)
     options = AnalysisOptions(n_boot=args.n_boot, ci_method=args.ci_method)
     store = _store_dir(args)
-    cache: dict = {}
+    with _training(args) as training:
+        cache: dict = {}
 
-    def analyze(cfg):
-        key = (cfg.source, cfg.name, tuple(cfg.seeds))
-        if key not in cache:
-            fam = obtain_family(cfg, store=store, device=args.device, progress=not args.no_progress)
-            cache[key] = analyze_family(fam, options=options)
-        return cache[key]
+        def analyze(cfg):
+            key = (cfg.source, cfg.name, tuple(cfg.seeds))
+            if key not in cache:
+                fam = obtain_family(cfg, store=store, device=args.device, **training)
+                cache[key] = analyze_family(fam, options=options)
+            return cache[key]
 
-    failed, updated = 0, set()
-    argv = [a for a in (sys.argv[1:] if args.argv is None else args.argv) if a != "--update-baselines"]
-    cmd = shlex.join(["seedstab", *argv, "--update-baselines"])
-    for c in checks:
-        dev = device_class(resolve_device(args.device or c.candidate.train.device))
-        out = run_check(c, analyze=analyze, baselines_dir=Path(args.baselines_dir), device_class=dev,
-                        options=options, update=args.update_baselines,
-                        baseline_metrics=baseline_metrics(c, checks),
-                        seed_offset=args.seedstab_seed, inconclusive=args.inconclusive,
-                        update_command=cmd, already_updated=updated,
-                        baseline=Path(args.baseline) if args.baseline else None)
-        print(out.report)
-        print()
-        failed += out.verdict.failed
-    word = "all passed" if not failed else f"{failed} failed"
-    print(f"seedstab check: {len(checks)} check(s), {word}")
+        failed, updated = 0, set()
+        argv = [a for a in (sys.argv[1:] if args.argv is None else args.argv)
+                if a not in ("--update-baselines", "--seedstab-update-baselines")]
+        cmd = shlex.join(["seedstab", *argv, "--update-baselines"])
+        for c in checks:
+            dev = device_class(resolve_device(args.device or c.candidate.train.device))
+            out = run_check(c, analyze=analyze, baselines_dir=Path(args.baselines_dir), device_class=dev,
+                            options=options, update=args.update_baselines,
+                            baseline_metrics=baseline_metrics(c, checks),
+                            seed_offset=args.seedstab_seed, inconclusive=args.inconclusive,
+                            update_command=cmd, already_updated=updated,
+                            baseline=Path(args.baseline) if args.baseline else None)
+            print(out.report)
+            print()
+            failed += out.verdict.failed
+        word = "all passed" if not failed else f"{failed} failed"
+        print(f"seedstab check: {len(checks)} check(s), {word}")
     return 1 if failed else 0
 
 

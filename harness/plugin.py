@@ -5,9 +5,15 @@ source checkout, ``pytest -p harness.plugin``. Both at once would register the m
 (pluggy refuses that), so code that must work either way (e.g. pytester tests) passes
 ``-p no:seedstab -p harness.plugin``: the first blocks the entry point, the second loads it.
 
+Because the entry point loads it into every pytest run of the environment, seedstab's or
+not, every option it adds starts with ``--seedstab-``, its marker is ``seedstab_gpu``, its ini
+keys start with ``seedstab_``, and loading it imports nothing heavy (no torch, numpy, scipy
+or mlflow until a seedstab fixture or suite is used).
+
 The gate lives in :mod:`harness.gate` (what is decided before training, in which order) and
 :mod:`harness.verdict` (the pure policy); this module registers options, collects YAML
-``checks:`` (:mod:`harness.pytest_checks`) and talks to people. Choices:
+``checks:`` (:mod:`harness.pytest_checks`) and talks to people (the terminal section:
+:mod:`harness.pytest_summary`). Choices:
 
 - every check ends in one status, shown in its failure message and the terminal summary:
   PASS, REGRESSED (worse beyond the tolerance and significant over the whole check),
@@ -18,45 +24,62 @@ The gate lives in :mod:`harness.gate` (what is decided before training, in which
   reported as a regression), MISSING, INVALID (a baseline that cannot be used, or values that
   are undefined; never a bare traceback), UPDATED;
 - a missing, stale, invalid or regressed check writes ``<family>.obtained.json`` beside the
-  baseline, so accepting a result is a rename or a rerun with ``--update-baselines``;
-- ``--update-baselines`` rewrites the *reference's* baseline (trained or loaded, then
+  baseline, so accepting a result is a rename or a rerun with ``--seedstab-update-baselines``;
+- ``--seedstab-update-baselines`` rewrites the *reference's* baseline (trained or loaded, then
   analysed) and then still compares the candidate against it: a changed family is never
   accepted without being compared. To accept an intended change, make it the reference.
   The plugin never deletes a file;
 - a stale baseline *fails* (it does not xfail): a green run must mean the stability was
   checked, and an xfail hides that nothing was;
-- "unused baselines" are listed only after a full run: no test deselected (-k, -m,
-  --deselect, --lf, ...), no node id or file given on the command line, not stopped early
-  (-x, interrupt). Only device classes that some test used are scanned (a CPU run does
-  not list the GPU baselines). Under xdist the workers report what they deselected and
-  each test's baseline path travels in ``user_properties``, so the list is computed on the
-  controller. The same properties (``seedstab_status``, ``seedstab_baseline``,
-  ``seedstab_written``, ``seedstab_report``) appear in ``--junitxml`` output.
+- "unused baselines" are listed only after a full run (see :mod:`harness.pytest_summary`).
+  Under xdist the workers report what they deselected and each test's baseline path travels
+  in ``user_properties``, so the list is computed on the controller. The same properties
+  (``seedstab_status``, ``seedstab_baseline``, ``seedstab_written``, ``seedstab_report``)
+  appear in ``--junitxml`` output;
+- a project sets the store, the baselines folder and the MLflow URI once, as ini keys
+  (``seedstab_store``, ``seedstab_baselines_dir``, ``seedstab_mlflow_uri`` under
+  ``[tool.pytest.ini_options]``; relative paths are relative to the ini file); the command
+  line wins over the environment (``$SEEDSTAB_STORE``, ``$MLFLOW_TRACKING_URI``), which wins
+  over the ini file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import os
 import re
+import shlex
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-# Spelled out rather than imported (harness.stats.CI_METHODS, harness.baselines.OBTAINED_SUFFIX;
-# a test keeps them equal) so that loading the plugin imports neither scipy nor numpy: it is
-# registered in every pytest run of the environment, seedstab's or not.
+from harness.pytest_summary import SummaryHooks
+
+# Spelled out rather than imported (harness.stats.CI_METHODS; a test keeps them equal) so that
+# loading the plugin imports neither scipy nor numpy.
 CI_METHODS = ("jackknife-t", "multi-bootstrap")
-OBTAINED_SUFFIX = ".obtained.json"
+PROGRESS_MODES = ("auto", "bar", "lines", "off")
+EXECUTORS = ("local", "ray")
+UPDATE_FLAG = "--seedstab-update-baselines"
+GPU_MARKER = "seedstab_gpu"
 
 if TYPE_CHECKING:
     from harness.baseline_fixture import StabilityBaseline
 
-__all__ = ["SeedstabOptions"]
+__all__ = ["SeedstabOptions", "update_command"]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_P_STATUS, _P_BASELINE, _P_WRITTEN = "seedstab_status", "seedstab_baseline", "seedstab_written"
+
+
+def update_command(nodeid: str) -> str:
+    """The command that rewrites the baseline behind test ``nodeid``."""
+    return f"pytest {shlex.quote(nodeid)} {UPDATE_FLAG}"
 
 
 # ----------------------------------------------------------------------------- options
@@ -85,38 +108,65 @@ def _positive(value: str) -> int:
     return n
 
 
+def _pack(value: str) -> int | None:
+    """``auto`` (None: the harness decides) or a positive number of seeds trained together."""
+    if value == "auto":
+        return None
+    try:
+        return _positive(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto or a positive integer, got {value!r}") from None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("seedstab", "seed stability of transformer internals")
-    g.addoption("--update-baselines", action="store_true", default=False,
-                help="(re)write the stability baselines of the tests that run, instead of "
-                     "comparing against them")
-    g.addoption("--baselines-dir", metavar="DIR", default=None,
-                help="root of the stored baselines (default: <rootdir>/baselines)")
-    g.addoption("--device", type=_device, default="auto",
-                help="device to train and analyse on: auto (CUDA when present), cpu, cuda, cuda:N")
-    g.addoption("--require-gpu", action="store_true", default=False,
-                help="a test marked gpu fails (instead of skipping) when no CUDA device is present")
-    g.addoption("--mlflow-uri", metavar="URI", default=None,
-                help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    g.addoption("--no-mlflow", action="store_true", default=False, help="do not log to MLflow")
-    g.addoption("--store", metavar="DIR", default=None,
-                help="artifact store of trained seeds (default: the harness's)")
+    g.addoption(UPDATE_FLAG, action="store_true", default=False,
+                help="(re)write the stability baselines of the tests that run, then compare against them")
+    g.addoption("--seedstab-baselines-dir", metavar="DIR", default=None,
+                help="root of the stored baselines (default: ini seedstab_baselines_dir, else "
+                     "<rootdir>/baselines)")
+    g.addoption("--seedstab-device", type=_device, default="auto",
+                help="device to train and analyse on: auto (CUDA when present), cpu, mps, cuda, cuda:N")
+    g.addoption("--seedstab-require-gpu", action="store_true", default=False,
+                help=f"a test marked {GPU_MARKER} fails (instead of skipping) when no CUDA device is present")
+    g.addoption("--seedstab-mlflow-uri", metavar="URI", default=None,
+                help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ini seedstab_mlflow_uri, "
+                     "else sqlite:///mlflow.db)")
+    g.addoption("--seedstab-no-mlflow", action="store_true", default=False, help="do not log to MLflow")
+    g.addoption("--seedstab-store", metavar="DIR", default=None,
+                help="artifact store of trained seeds (default: $SEEDSTAB_STORE, else ini "
+                     "seedstab_store, else .seedstab/store)")
     g.addoption("--seedstab-seed", metavar="N", type=_offset, default=None,
                 help="offset added to every family's seeds, to draw fresh seeds")
-    g.addoption("--n-boot", metavar="N", type=_positive, default=1000,
+    g.addoption("--seedstab-n-boot", metavar="N", type=_positive, default=1000,
                 help="bootstrap resamples (comparisons; multi-bootstrap CIs) (default 1000)")
-    g.addoption("--ci-method", choices=CI_METHODS, default="jackknife-t",
+    g.addoption("--seedstab-ci-method", choices=CI_METHODS, default="jackknife-t",
                 help="confidence intervals over seeds: jackknife-t (default) or the percentile Multi-Bootstrap")
     g.addoption("--seedstab-inconclusive", choices=("fail", "pass"), default=None,
                 help="whether a check worse than its tolerance but not significant fails (default: "
-                     "the check's `inconclusive:`, else fail)")
+                     "the check's `inconclusive:`, else pass)")
     g.addoption("--seedstab-summary", metavar="PATH", default=None,
-                help="write a Markdown table of the verdicts to PATH (e.g. for $GITHUB_STEP_SUMMARY)")
+                help="write a Markdown table of the verdicts to PATH (e.g. $GITHUB_STEP_SUMMARY)")
+    g.addoption("--seedstab-progress", choices=PROGRESS_MODES, default="auto",
+                help="training progress on stderr, shown live through pytest's capture: bar, lines "
+                     "(a plain line every ~10 %%, for CI logs), off; auto (default): bars on a "
+                     "terminal, lines otherwise and under xdist")
+    g.addoption("--seedstab-pack", metavar="N", type=_pack, default=None,
+                help="seeds of a family trained together in one batched model (default: auto)")
+    g.addoption("--seedstab-executor", choices=EXECUTORS, default="local",
+                help="where seeds train: local (this process, default) or ray (a Ray cluster)")
+    g.addoption("--seedstab-ray-address", metavar="ADDR", default=None,
+                help="the Ray cluster for --seedstab-executor ray (default: $RAY_ADDRESS, else a "
+                     "local Ray)")
+    for name, what in (("seedstab_store", "artifact store of trained seeds (relative to the ini file)"),
+                       ("seedstab_baselines_dir", "root of the stored baselines (relative to the ini file)"),
+                       ("seedstab_mlflow_uri", "MLflow tracking URI")):
+        parser.addini(name, what, default="")
 
 
 @dataclass(frozen=True)
 class SeedstabOptions:
-    """The plugin's command-line options, resolved (paths absolute)."""
+    """The plugin's options, resolved (paths absolute; ``store`` None: the default store)."""
 
     update_baselines: bool
     baselines_dir: Path
@@ -127,67 +177,150 @@ class SeedstabOptions:
     store: Path | None
     seed_offset: int | None
     inconclusive: str | None = None
+    n_boot: int = 1000
+    ci_method: str = "jackknife-t"
+    progress: str = "auto"
+    pack: int | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+
+
+def _ini_path(config: pytest.Config, name: str) -> Path | None:
+    value = str(config.getini(name) or "").strip()
+    if not value:
+        return None
+    base = config.inipath.parent if config.inipath else Path(config.rootpath)
+    return (base / value).resolve()
 
 
 def _options(config: pytest.Config) -> SeedstabOptions:
     here = Path(config.invocation_params.dir)
-    bdir = config.getoption("baselines_dir")
-    store = config.getoption("store")
+    bdir = config.getoption("seedstab_baselines_dir")
+    store = config.getoption("seedstab_store") or os.environ.get("SEEDSTAB_STORE")
+    uri = config.getoption("seedstab_mlflow_uri")
+    if uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        uri = str(config.getini("seedstab_mlflow_uri") or "").strip() or None
     return SeedstabOptions(
-        update_baselines=bool(config.getoption("update_baselines")),
-        baselines_dir=(here / bdir).resolve() if bdir else Path(config.rootpath) / "baselines",
-        device=config.getoption("device"), require_gpu=bool(config.getoption("require_gpu")),
-        mlflow_uri=config.getoption("mlflow_uri"), no_mlflow=bool(config.getoption("no_mlflow")),
-        store=(here / store).resolve() if store else None,
+        update_baselines=bool(config.getoption("seedstab_update_baselines")),
+        baselines_dir=((here / bdir).resolve() if bdir else _ini_path(config, "seedstab_baselines_dir")
+                       or Path(config.rootpath) / "baselines"),
+        device=config.getoption("seedstab_device"),
+        require_gpu=bool(config.getoption("seedstab_require_gpu")),
+        mlflow_uri=uri, no_mlflow=bool(config.getoption("seedstab_no_mlflow")),
+        store=(here / store).resolve() if store else _ini_path(config, "seedstab_store"),
         seed_offset=config.getoption("seedstab_seed"),
-        inconclusive=config.getoption("seedstab_inconclusive"))
+        inconclusive=config.getoption("seedstab_inconclusive"),
+        n_boot=config.getoption("seedstab_n_boot"), ci_method=config.getoption("seedstab_ci_method"),
+        progress=config.getoption("seedstab_progress"), pack=config.getoption("seedstab_pack"),
+        executor=config.getoption("seedstab_executor"),
+        ray_address=config.getoption("seedstab_ray_address") or os.environ.get("RAY_ADDRESS") or None)
+
+
+def _ray_installed() -> bool:
+    return importlib.util.find_spec("ray") is not None
+
+
+def _check_options(config: pytest.Config, opts: SeedstabOptions) -> None:
+    """Contradictory options are a usage error, before anything runs."""
+    if opts.require_gpu and opts.device in ("cpu", "mps"):
+        raise pytest.UsageError(f"--seedstab-require-gpu contradicts --seedstab-device {opts.device}; "
+                                "drop one")
+    if opts.no_mlflow and config.getoption("seedstab_mlflow_uri"):
+        raise pytest.UsageError("--seedstab-no-mlflow contradicts --seedstab-mlflow-uri; drop one")
+    if config.getoption("seedstab_ray_address") and opts.executor != "ray":
+        raise pytest.UsageError("--seedstab-ray-address is for --seedstab-executor ray; add it or "
+                                "drop the address")
+    if opts.executor == "ray" and not _ray_installed():
+        raise pytest.UsageError("--seedstab-executor ray: the ray package is not installed "
+                                "(pip install ray), or use --seedstab-executor local")
+
+
+# ----------------------------------------------------------------------------- live output
+
+
+class _NewlineFirst:
+    """A stream that calls ``before()`` once, just before the first write: progress starts on
+    a line of its own instead of after pytest's dots, and a family loaded from the store
+    (which writes nothing) leaves pytest's line alone."""
+
+    def __init__(self, stream: Any, before: Callable[[], None]) -> None:
+        self._stream, self._before = stream, before
+
+    def write(self, text: str) -> int:
+        if self._before is not None and text:
+            before, self._before = self._before, None
+            before()
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, flush, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def live_stderr(config: pytest.Config) -> Iterator[None]:
+    """pytest's capture suspended, so that what is written to stderr (training progress)
+    reaches the terminal or CI log as it happens. Under xdist, a worker's stderr is the
+    controller's, and the worker's own terminal reporter writes nowhere."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        yield
+        return
+    tr = config.pluginmanager.getplugin("terminalreporter")
+    with capman.global_and_fixture_disabled():
+        if tr is None or hasattr(config, "workerinput"):
+            yield
+            return
+        real = sys.stderr
+
+        def newline() -> None:
+            tr.ensure_newline()
+            tr.flush()  # pytest's stdout before our stderr
+
+        sys.stderr = _NewlineFirst(real, newline)
+        try:
+            yield
+        finally:
+            sys.stderr = real
 
 
 # ----------------------------------------------------------------------------- session state
 
 
 @dataclass
-class _Record:
-    status: str = ""
-    baselines: list[str] = field(default_factory=list)
-    written: list[str] = field(default_factory=list)
-
-
-@dataclass
 class _State:
     options: SeedstabOptions
     claimed: dict[str, str] = field(default_factory=dict)  # baseline path -> nodeid (this process)
-    records: dict[str, _Record] = field(default_factory=dict)  # nodeid -> what reports said
-    deselected: int = 0
-    failures: int = 0
 
 
 _STATE = pytest.StashKey[_State]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one unless "
-                                       "--require-gpu)")
+    config.addinivalue_line("markers", f"{GPU_MARKER}: needs a CUDA device (skipped without one "
+                                       "unless --seedstab-require-gpu)")
     config.addinivalue_line("markers", "slow: end-to-end work that trains real families "
                                        "(deselect with -m 'not slow')")
     # MLflow 3.17's sqlite store trips a SQLAlchemy deprecation on every run; not ours to fix.
     config.addinivalue_line("filterwarnings", "ignore:.*noload.*loader strategy:DeprecationWarning")
     opts = _options(config)
-    if opts.require_gpu and opts.device in ("cpu", "mps"):
-        raise pytest.UsageError(f"--require-gpu contradicts --device {opts.device}; drop one")
-    if opts.no_mlflow and opts.mlflow_uri:
-        raise pytest.UsageError("--no-mlflow contradicts --mlflow-uri; drop one")
+    _check_options(config, opts)
     state = _State(options=opts)
     config.stash[_STATE] = state
-    config.pluginmanager.register(_SessionHooks(config, state), "seedstab-session")
+    config.pluginmanager.register(SummaryHooks(config, opts.baselines_dir), "seedstab-session")
     from harness.session import SessionHooks
 
     config.pluginmanager.register(SessionHooks(config, opts), "seedstab-families")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    hooks = config.pluginmanager.get_plugin("seedstab-families")
+    if hooks is not None:
+        hooks.session.close()
+
+
 @pytest.fixture(scope="session")
 def seedstab_options(pytestconfig: pytest.Config) -> SeedstabOptions:
-    """The resolved seedstab command-line options."""
+    """The resolved seedstab options."""
     return pytestconfig.stash[_STATE].options
 
 
@@ -196,137 +329,24 @@ def seedstab_options(pytestconfig: pytest.Config) -> SeedstabOptions:
 
 def _cuda_available() -> bool:
     try:
-        import torch  # lazily: only when a gpu-marked test is about to run
+        import torch  # lazily: only when a seedstab_gpu test is about to run
     except ImportError:  # pragma: no cover - torch is a dependency
         return False
     return bool(torch.cuda.is_available())
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("gpu") is None:
+    if item.get_closest_marker(GPU_MARKER) is None:
         return
     opts = item.config.stash[_STATE].options
     if opts.device in ("cpu", "mps"):
-        pytest.skip(f"needs a CUDA device; --device {opts.device} was given")
+        pytest.skip(f"needs a CUDA device; --seedstab-device {opts.device} was given")
     if not _cuda_available():
         if opts.require_gpu:
-            pytest.fail("marked gpu and --require-gpu was given, but torch sees no CUDA device "
-                        "(is this the GPU runner? is the CUDA build of torch installed?)",
+            pytest.fail(f"marked {GPU_MARKER} and --seedstab-require-gpu was given, but torch sees no "
+                        "CUDA device (is this the GPU runner? is the CUDA build of torch installed?)",
                         pytrace=False)
-        pytest.skip("needs a CUDA device (torch sees none); --require-gpu makes this a failure")
-
-
-# ----------------------------------------------------------------------------- session report
-
-
-def _rel(path: str | Path, root: Path) -> str:
-    try:
-        return str(Path(path).relative_to(root))
-    except ValueError:
-        return str(path)
-
-
-def _unused(opts: SeedstabOptions, used: set[Path]) -> tuple[list[Path], list[str]]:
-    """Baseline files under the baselines dir that no test used, in the device classes some
-    test used; and the other device classes present (not scanned)."""
-    root = opts.baselines_dir.resolve()
-    classes = {p.relative_to(root).parts[0] for p in used if p.is_relative_to(root)}
-    unused: list[Path] = []
-    other: set[str] = set()
-    for p in sorted(root.glob("*/*/*.json")) if root.is_dir() else []:
-        if p.name.endswith(OBTAINED_SUFFIX) or p.resolve() in used:
-            continue
-        cls = p.relative_to(root).parts[0]
-        if cls in classes:
-            unused.append(p)
-        else:
-            other.add(cls)
-    return unused, sorted(other)
-
-
-class _SessionHooks:
-    """Per-run hooks (one instance per pytest config). Everything it reports reaches it through
-    test reports (``user_properties``) and, under xdist, the workers' ``workeroutput``, so it
-    works the same on a single process and on the xdist controller."""
-
-    def __init__(self, config: pytest.Config, state: _State) -> None:
-        self.config, self.state = config, state
-
-    def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
-        self.state.deselected += len(items)
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.failed:
-            self.state.failures += 1
-        props = [(k, v) for k, v in report.user_properties if str(k).startswith("seedstab_")]
-        if not props:
-            return
-        rec = _Record()
-        for k, v in props:
-            if k == _P_STATUS:
-                rec.status = str(v)
-            elif k == _P_BASELINE:
-                rec.baselines.append(str(v))
-            elif k == _P_WRITTEN:
-                rec.written.append(str(v))
-        self.state.records[report.nodeid] = rec  # later phases carry all earlier properties
-
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if hasattr(self.config, "workerinput"):  # an xdist worker: tell the controller
-            self.config.workeroutput["seedstab_deselected"] = self.state.deselected
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        out = getattr(node, "workeroutput", None) or {}
-        self.state.deselected += int(out.get("seedstab_deselected", 0))
-
-    def _full_run(self, exitstatus: int) -> tuple[bool, str]:
-        """Whether every test ran (so an unused baseline is really unused); if not, why."""
-        config, state = self.config, self.state
-        if exitstatus == pytest.ExitCode.INTERRUPTED:
-            return False, "the run was interrupted"
-        if state.deselected:
-            return False, "some tests were deselected (-k, -m, --deselect, --lf, ...)"
-        if config.getoption("maxfail", 0) and state.failures:
-            return False, "the run stopped at the first failure(s) (-x / --maxfail)"
-        if config.getoption("ignore", None) or config.getoption("ignore_glob", None):
-            return False, "paths were ignored (--ignore)"
-        if config.args_source == pytest.Config.ArgsSource.ARGS:
-            here = Path(config.invocation_params.dir)
-            for arg in config.args:
-                if "::" in arg or (here / arg).is_file():
-                    return False, f"tests were selected by file or node id ({arg})"
-        return True, ""
-
-    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
-        if hasattr(self.config, "workerinput") or not self.state.records:
-            return
-        tr, root = terminalreporter, Path(self.config.rootpath)
-        tr.write_sep("=", "seedstab")
-        width = max([9, *(len(r.status or "error") for r in self.state.records.values())])
-        for nodeid, rec in sorted(self.state.records.items()):
-            status = (rec.status or "error").upper()
-            line = f"{status:<{width}} {nodeid}"
-            if rec.written:
-                line += "  wrote " + ", ".join(_rel(w, root) for w in rec.written)
-            elif rec.baselines:
-                line += "  " + ", ".join(_rel(b, root) for b in rec.baselines)
-            tr.write_line(line, red=status not in ("PASS", "UPDATED"), green=status == "PASS")
-        full, why = self._full_run(exitstatus)
-        if not full:
-            tr.write_line(f"unused baselines: not checked, {why}")
-            return
-        used = {Path(b).resolve() for rec in self.state.records.values() for b in rec.baselines}
-        unused, other = _unused(self.state.options, used)
-        if unused:
-            tr.write_line("unused baselines (no test used them in this run; nothing was deleted):",
-                          yellow=True)
-            for p in unused:
-                tr.write_line(f"  {_rel(p, root)}")
-        else:
-            tr.write_line("unused baselines: none")
-        if other:
-            tr.write_line(f"(baselines of other device classes, not checked: {', '.join(other)})")
+        pytest.skip("needs a CUDA device (torch sees none); --seedstab-require-gpu makes this a failure")
 
 
 # ----------------------------------------------------------------------------- YAML checks

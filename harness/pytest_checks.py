@@ -53,7 +53,7 @@ class CheckFile(pytest.File):
             item = CheckItem.from_parent(self, name=name, spec=spec)
             devices = {spec.candidate.train.device, spec.reference.train.device}
             if any(d.startswith("cuda") for d in devices):
-                item.add_marker(pytest.mark.gpu)
+                item.add_marker(pytest.mark.seedstab_gpu)
             yield item
 
 
@@ -67,7 +67,7 @@ class CheckItem(pytest.Item):
     def setup(self) -> None:
         opts = self.config.pluginmanager.get_plugin("seedstab-families").opts
         wanted = opts.device if opts.device != "auto" else self.spec.candidate.train.device
-        if wanted.startswith("cuda") and self.get_closest_marker("gpu") is None:
+        if wanted.startswith("cuda") and self.get_closest_marker("seedstab_gpu") is None:
             from harness.plugin import _cuda_available
 
             if not _cuda_available():

@@ -49,7 +49,11 @@ class StabilitySession:
     n_boot: int = 1000
     ci_method: str = "jackknife-t"
     seed_offset: int | None = None
-    progress: bool = True
+    progress: str = "auto"  # harness.family.obtain_family's modes: auto, bar, lines, off
+    pack: int | None = None  # seeds trained together (None: the harness decides)
+    executor: str = "local"  # harness.executors.make_executor's names
+    ray_address: str | None = None
+    _executor: Any = None  # made on first use: a Ray executor connects to its cluster
     _suites: dict[str, Suite] = field(default_factory=dict)
     _families: dict[tuple[str, str], Family] = field(default_factory=dict)
     _analyses: dict[tuple[str, str], Analysis] = field(default_factory=dict)
@@ -76,11 +80,24 @@ class StabilitySession:
     def family(self, path: str | Path, name: str) -> Family:
         key = self.key(path, name)
         if key not in self._families:
-            from harness.family import obtain_family
-
-            self._families[key] = obtain_family(self.config(path, name), store=self.store, device=self.device,
-                                                progress=self.progress)
+            self._families[key] = self._obtain(self.config(path, name))
         return self._families[key]
+
+    def _obtain(self, cfg: FamilyConfig) -> Family:
+        from harness.family import obtain_family
+
+        if self._executor is None:
+            from harness.executors import make_executor
+
+            self._executor = make_executor(self.executor, address=self.ray_address)
+        return obtain_family(cfg, store=self.store, device=self.device, progress=self.progress,
+                             pack=self.pack, executor=self._executor)
+
+    def close(self) -> None:
+        """Release the executor (a Ray executor's connection), if one was made."""
+        if self._executor is not None:
+            self._executor.close()
+            self._executor = None
 
     @property
     def options(self) -> AnalysisOptions:
@@ -100,10 +117,7 @@ class StabilitySession:
         if not same:
             key = (key[0], f"{cfg.name}@seeds={','.join(map(str, cfg.seeds))}")
         if key not in self._families:
-            from harness.family import obtain_family
-
-            self._families[key] = obtain_family(cfg, store=self.store, device=self.device,
-                                                progress=self.progress)
+            self._families[key] = self._obtain(cfg)
         if key not in self._analyses:
             from harness.analysis import analyze_family
 
@@ -187,9 +201,13 @@ class SessionHooks:
         self.opts = opts
         self.session = StabilitySession(
             store=opts.store or Path(os.environ.get("SEEDSTAB_STORE") or DEFAULT_STORE).resolve(),
-            device=None if opts.device == "auto" else opts.device, n_boot=config.getoption("n_boot"),
-            ci_method=config.getoption("ci_method"),
-            seed_offset=opts.seed_offset, progress=not hasattr(config, "workerinput"))
+            device=None if opts.device == "auto" else opts.device, n_boot=opts.n_boot,
+            ci_method=opts.ci_method, seed_offset=opts.seed_offset,
+            # xdist workers share the controller's stderr: bars of two workers would overwrite
+            # each other on one terminal line, plain lines interleave readably
+            progress="lines" if opts.progress == "auto" and hasattr(config, "workerinput")
+            else opts.progress,
+            pack=opts.pack, executor=opts.executor, ray_address=opts.ray_address)
         self.uri: str | None = None
         self.tracking_note = ""
         self._plots: dict[tuple[str, str], dict[str, Path]] = {}
@@ -220,7 +238,8 @@ class SessionHooks:
         """Run a YAML check item through the gate with this session's families; the families
         it analysed are logged to MLflow with its verdict like those of any test."""
         from harness.family import device_class, resolve_device
-        from harness.gate import baseline_metrics, run_check, update_command_for
+        from harness.gate import baseline_metrics, run_check
+        from harness.plugin import update_command
 
         spec = item.spec
         device = device_class(resolve_device(self.session.device or spec.candidate.train.device))
@@ -240,17 +259,18 @@ class SessionHooks:
                          device_class=device, options=self.session.options,
                          update=self.opts.update_baselines, baseline_metrics=wanted,
                          seed_offset=self.opts.seed_offset, inconclusive=self.opts.inconclusive,
-                         update_command=update_command_for(item.nodeid),
+                         update_command=update_command(item.nodeid),
                          already_updated=self._updated)
 
     @contextlib.contextmanager
     def live_output(self) -> Iterator[None]:
-        """Let progress bars through pytest's output capture while families train."""
-        capman = self.config.pluginmanager.getplugin("capturemanager")
-        if capman is None or not self.session.progress:
+        """Let training progress through pytest's output capture while families train."""
+        if self.session.progress == "off":
             yield
             return
-        with capman.global_and_fixture_disabled():
+        from harness.plugin import live_stderr
+
+        with live_stderr(self.config):
             yield
 
     # -------------------------------------------------------------------- MLflow per test

@@ -12,6 +12,11 @@ import torch  # noqa: F401  imported here, outside pytester's in-process runs: t
 # imports torch lazily (for the header's versions), and pytester drops modules first imported
 # inside a run from sys.modules afterwards; unloading torch that way segfaults at the next GC.
 
+# Everything the inner runs import, imported here first, for the same reason (numpy's and
+# scipy's extension modules cannot be loaded twice in one process).
+import harness.analysis  # noqa: F401
+import harness.baseline_fixture  # noqa: F401
+import harness.gate  # noqa: F401
 import harness.plugin as plugin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +115,7 @@ def test_missing_baseline_fails_and_writes_obtained(proj: pytest.Pytester) -> No
     assert header["fingerprints"] == {"adam": "fp-1"} and header["seeds"] == {"adam": list(range(6))}
     out = res.stdout.str()
     assert "MISSING baseline" in out
-    assert "pytest test_mod.py::test_alpha --update-baselines" in out
+    assert "pytest test_mod.py::test_alpha --seedstab-update-baselines" in out
     assert "mv " in out and "test_alpha.obtained.json" in out
     assert "MISSING   test_mod.py::test_alpha  wrote baselines/cpu/demo/test_alpha.obtained.json" in out
     # accepting by rename works: the next run (other seeds) passes for that test
@@ -120,7 +125,7 @@ def test_missing_baseline_fails_and_writes_obtained(proj: pytest.Pytester) -> No
 
 
 def test_update_then_rerun_passes(proj: pytest.Pytester) -> None:
-    res = run(proj, "--update-baselines")
+    res = run(proj, "--seedstab-update-baselines")
     res.assert_outcomes(passed=2)
     assert "UPDATED   test_mod.py::test_alpha  wrote baselines/cpu/demo/test_alpha.json" in res.stdout.str()
     text = bpath(proj, "test_alpha").read_text()
@@ -132,7 +137,7 @@ def test_update_then_rerun_passes(proj: pytest.Pytester) -> None:
 
 
 def test_regression_fails_with_table(proj: pytest.Pytester) -> None:
-    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    run(proj, "--seedstab-update-baselines").assert_outcomes(passed=2)
     before = snapshot([bpath(proj, "test_alpha")])
     set_params(proj, start=100, shift=-0.1)  # worse by 5x the tolerance
     res = run(proj, "-k", "alpha")
@@ -145,7 +150,7 @@ def test_regression_fails_with_table(proj: pytest.Pytester) -> None:
         "*resid_cka*-*REGRESSED*",
         "*seeds (reference): adam: [[]0, 1, 2, 3, 4, 5[]]*",
         "*seeds (candidate): adam: [[]100, 101, 102, 103, 104, 105[]]*",
-        "*pytest test_mod.py::test_alpha --update-baselines*",
+        "*pytest test_mod.py::test_alpha --seedstab-update-baselines*",
     ])
     assert "Traceback" not in out and "def check" not in out  # __tracebackhide__, pytrace=False
     assert snapshot([bpath(proj, "test_alpha")]) == before  # a failure never rewrites
@@ -153,7 +158,7 @@ def test_regression_fails_with_table(proj: pytest.Pytester) -> None:
 
 
 def test_better_candidate_and_small_change_pass(proj: pytest.Pytester) -> None:
-    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    run(proj, "--seedstab-update-baselines").assert_outcomes(passed=2)
     set_params(proj, start=100, shift=-0.008)  # worse, but within tolerance 0.02
     run(proj).assert_outcomes(passed=2)
     set_params(proj, start=100, shift=+0.2)  # much better: never a regression
@@ -161,7 +166,7 @@ def test_better_candidate_and_small_change_pass(proj: pytest.Pytester) -> None:
 
 
 def test_stale_header_is_reported_as_stale(proj: pytest.Pytester) -> None:
-    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    run(proj, "--seedstab-update-baselines").assert_outcomes(passed=2)
     set_params(proj, start=100, shift=-0.1, fp="fp-2")  # also worse: stale wins, no comparison
     res = run(proj, "-k", "alpha")
     res.assert_outcomes(failed=1)
@@ -170,21 +175,21 @@ def test_stale_header_is_reported_as_stale(proj: pytest.Pytester) -> None:
     assert "fingerprint of family adam changed: fp-1 -> fp-2" in out
     assert "STALE     test_mod.py::test_alpha" in out
     assert "REGRESSED" not in out
-    # --update-baselines accepts the new fingerprint
-    run(proj, "-k", "alpha", "--update-baselines").assert_outcomes(passed=1)
+    # --seedstab-update-baselines accepts the new fingerprint
+    run(proj, "-k", "alpha", "--seedstab-update-baselines").assert_outcomes(passed=1)
     set_params(proj, start=200, fp="fp-2")
     run(proj, "-k", "alpha").assert_outcomes(passed=1)
 
 
 def test_invalid_json_names_the_file(proj: pytest.Pytester) -> None:
-    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    run(proj, "--seedstab-update-baselines").assert_outcomes(passed=2)
     path = bpath(proj, "test_alpha")
     path.write_text('{"header": {\n  "schema_version": 1,,\n}')
     res = run(proj)
     res.assert_outcomes(passed=1, failed=1)
     out = res.stdout.str()
     assert "seedstab: INVALID: the check cannot be decided" in out
-    assert f"  - {path}: invalid JSON at line 2" in out and "--update-baselines" in out
+    assert f"  - {path}: invalid JSON at line 2" in out and "--seedstab-update-baselines" in out
     assert "During handling" not in out  # the caught error is not shown a second time
     assert "INVALID   test_mod.py::test_alpha" in out
     assert path.read_text().startswith('{"header": {\n')  # left as it was
@@ -217,7 +222,7 @@ def _null_seed_value(ms: dict) -> str:
 def test_hand_edited_baseline_is_invalid_and_named(proj: pytest.Pytester, mangle) -> None:
     """A baseline that still parses but cannot be compared (caught by read_baseline, or only by
     the comparison) fails as INVALID with the file named, never as a bare traceback."""
-    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    run(proj, "--seedstab-update-baselines").assert_outcomes(passed=2)
     path = bpath(proj, "test_alpha")
     doc = json.loads(path.read_text())
     why = mangle(doc["measurements"]["adam"])
@@ -229,7 +234,7 @@ def test_hand_edited_baseline_is_invalid_and_named(proj: pytest.Pytester, mangle
     assert "seedstab: INVALID: the check cannot be decided" in out
     assert why in out and str(path) in out
     assert "INVALID   test_mod.py::test_alpha" in out
-    assert "pytest test_mod.py::test_alpha --update-baselines" in out
+    assert "pytest test_mod.py::test_alpha --seedstab-update-baselines" in out
     assert "Traceback" not in out and "ValueError" not in out  # pytrace=False
     assert "During handling" not in out  # the caught error is not shown a second time
     assert path.read_bytes() == edited  # left as it was; this run's result goes beside it
@@ -240,13 +245,13 @@ def test_hand_edited_baseline_is_invalid_and_named(proj: pytest.Pytester, mangle
 
 
 def test_k_run_leaves_other_baselines_alone(proj: pytest.Pytester) -> None:
-    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    run(proj, "--seedstab-update-baselines").assert_outcomes(passed=2)
     stray = proj.path / "baselines" / "cpu" / "demo" / "test_removed.json"
     stray.write_bytes(bpath(proj, "test_beta").read_bytes())
     before = snapshot([bpath(proj, "test_beta"), stray])
     alpha_before = bpath(proj, "test_alpha").read_bytes()
     set_params(proj, start=300)
-    res = run(proj, "-k", "alpha", "--update-baselines")
+    res = run(proj, "-k", "alpha", "--seedstab-update-baselines")
     res.assert_outcomes(passed=1)
     out = res.stdout.str()
     assert snapshot([bpath(proj, "test_beta"), stray]) == before
@@ -261,7 +266,7 @@ def test_k_run_leaves_other_baselines_alone(proj: pytest.Pytester) -> None:
 
 
 def test_full_run_reports_unused_baseline(proj: pytest.Pytester) -> None:
-    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    run(proj, "--seedstab-update-baselines").assert_outcomes(passed=2)
     stray = proj.path / "baselines" / "cpu" / "demo" / "test_removed.json"
     stray.write_text("not even json")  # unused files are listed, never read or deleted
     other = proj.path / "baselines" / "cuda-h100" / "demo" / "test_alpha.json"
@@ -287,7 +292,7 @@ def test_stop_on_first_failure_does_not_report_unused(proj: pytest.Pytester) -> 
 
 
 def test_junitxml_carries_status(proj: pytest.Pytester) -> None:
-    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    run(proj, "--seedstab-update-baselines").assert_outcomes(passed=2)
     res = run(proj, "--junitxml=out.xml")
     res.assert_outcomes(passed=2)
     xml = (proj.path / "out.xml").read_text()
@@ -297,7 +302,7 @@ def test_junitxml_carries_status(proj: pytest.Pytester) -> None:
 
 def test_xdist_reports_from_controller(proj: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
-    run(proj, "--update-baselines").assert_outcomes(passed=2)
+    run(proj, "--seedstab-update-baselines").assert_outcomes(passed=2)
     stray = proj.path / "baselines" / "cpu" / "demo" / "test_removed.json"
     stray.write_text("{}")
     res = proj.runpytest_subprocess(*PLUGIN, "-p", "xdist", "-n", "2", timeout=120)
@@ -317,7 +322,7 @@ def test_xdist_reports_from_controller(proj: pytest.Pytester) -> None:
 
 def test_same_test_name_in_two_modules_is_an_error(proj: pytest.Pytester) -> None:
     proj.makepyfile(test_other=MODULE)
-    res = run(proj, "--update-baselines")
+    res = run(proj, "--seedstab-update-baselines")
     res.assert_outcomes(passed=2, failed=2)
     assert "map to the same baseline file" in res.stdout.str()
 
@@ -381,7 +386,7 @@ def test_wrong_arguments_to_check_fail_readably(proj: pytest.Pytester) -> None:
                                          alpha=0.05, suite="s")
     ''')
     # checked in update mode too (where no comparison uses them), and nothing gets written
-    res = run(proj, "test_args.py", "--update-baselines")
+    res = run(proj, "test_args.py", "--seedstab-update-baselines")
     res.assert_outcomes(passed=8)
     assert not (proj.path / "baselines" / "cpu" / "s").exists()
 
@@ -395,7 +400,7 @@ def test_a_check_that_cannot_fail_is_refused(proj: pytest.Pytester) -> None:
             stability_baseline.check(family(seeds=[0, 1, 2], shift=0.0, fingerprint="x"),
                                      metrics=["head_stability"], tolerance=0.1, alpha=0.05, suite="s")
     ''')
-    for args in (("--update-baselines",), ()):
+    for args in (("--seedstab-update-baselines",), ()):
         result = run(proj, "test_few.py", *args)
         result.assert_outcomes(failed=1)
         result.stdout.fnmatch_lines(["*UNDERPOWERED*", "*could never fail*paired on 3 seeds*"
@@ -403,132 +408,15 @@ def test_a_check_that_cannot_fail_is_refused(proj: pytest.Pytester) -> None:
     assert not list(proj.path.rglob("test_few.json")), "an underpowered check must not write a baseline"
 
 
-# ----------------------------------------------------------------------------- gpu marker, options
-
-
-GPU_MODULE = '''
-import pytest
-
-@pytest.mark.gpu
-def test_on_gpu():
-    pass
-
-def test_plain():
-    pass
-'''
-
-
-def test_gpu_marker_skips_without_cuda(proj: pytest.Pytester) -> None:
-    proj.makepyfile(test_gpu=GPU_MODULE)
-    res = run(proj, "test_gpu.py")
-    res.assert_outcomes(passed=1, skipped=1)
-    assert "torch sees none" in res.stdout.str()
-
-
-def test_gpu_marker_fails_with_require_gpu(proj: pytest.Pytester) -> None:
-    proj.makepyfile(test_gpu=GPU_MODULE)
-    res = run(proj, "test_gpu.py", "--require-gpu")
-    res.assert_outcomes(passed=1, errors=1)
-    assert "--require-gpu was given, but torch sees no CUDA device" in res.stdout.str()
-
-
-def test_gpu_marker_runs_with_cuda(proj: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    proj.makepyfile(test_gpu=GPU_MODULE)
-    monkeypatch.setattr(plugin, "_cuda_available", lambda: True)
-    run(proj, "test_gpu.py", "--require-gpu").assert_outcomes(passed=2)
-    run(proj, "test_gpu.py", "--device", "cpu").assert_outcomes(passed=1, skipped=1)
-
-
-def test_skipped_gpu_tests_keep_the_run_full(proj: pytest.Pytester) -> None:
-    """What the CI workflows rely on: without CUDA a gpu test *skips*, so the CPU job runs
-    everything (no -m) and still gets the unused-baselines report; -m "not gpu" would turn it
-    off. Naming a directory (the GPU job's `pytest suites/paper`) is a full run too."""
-    run(proj, "--update-baselines").assert_outcomes(passed=2)
-    stray = proj.path / "baselines" / "cpu" / "demo" / "test_removed.json"
-    stray.write_text("{}")
-    proj.mkpydir("gpu_suite")
-    (proj.path / "gpu_suite" / "test_gpu.py").write_text(GPU_MODULE)
-    res = run(proj)
-    res.assert_outcomes(passed=3, skipped=1)
-    res.stdout.fnmatch_lines(["*unused baselines (no test used them*", "  baselines/cpu/demo/test_removed.json"])
-    res = run(proj, "-m", "not gpu")
-    res.assert_outcomes(passed=3)
-    assert "unused baselines: not checked, some tests were deselected" in res.stdout.str()
-    res = run(proj, str(proj.path))  # a directory, as the GPU job names suites/paper
-    res.assert_outcomes(passed=3, skipped=1)
-    assert "  baselines/cpu/demo/test_removed.json" in res.stdout.str()
-
-
-def test_markers_registered(proj: pytest.Pytester) -> None:
-    proj.makepyfile(test_gpu=GPU_MODULE)
-    res = run(proj, "test_gpu.py", "--strict-markers")
-    res.assert_outcomes(passed=1, skipped=1)
-    res = run(proj, "--markers")
-    res.stdout.fnmatch_lines(["@pytest.mark.gpu:*", "@pytest.mark.slow:*"])
-
-
-def test_options_are_validated(proj: pytest.Pytester) -> None:
-    res = run(proj, "--device", "tpu")
-    assert res.ret == pytest.ExitCode.USAGE_ERROR
-    assert "expected auto, cpu, mps, cuda or cuda:N, got 'tpu'" in res.stderr.str()
-    res = run(proj, "--seedstab-seed", "-3")
-    assert res.ret == pytest.ExitCode.USAGE_ERROR
-    res = run(proj, "--require-gpu", "--device", "cpu")
-    assert res.ret == pytest.ExitCode.USAGE_ERROR
-    assert "--require-gpu contradicts --device cpu" in res.stderr.str()
-    res = run(proj, "--no-mlflow", "--mlflow-uri", "sqlite:///m.db")
-    assert res.ret == pytest.ExitCode.USAGE_ERROR
-    assert "--no-mlflow contradicts --mlflow-uri" in res.stderr.str()
-
-
-def test_options_fixture(proj: pytest.Pytester) -> None:
-    proj.makepyfile(test_opts='''
-        from pathlib import Path
-
-        def test_opts(seedstab_options, pytestconfig):
-            o = seedstab_options
-            assert o.baselines_dir == (Path(pytestconfig.invocation_params.dir) / "bl").resolve()
-            assert (o.device, o.require_gpu, o.no_mlflow, o.seed_offset) == ("cuda:1", False, False, 7)
-            assert o.mlflow_uri == "sqlite:///x.db" and o.update_baselines is False
-            assert o.store == (Path(pytestconfig.invocation_params.dir) / "st").resolve()
-
-        def test_default_dir(stability_baseline, pytestconfig):
-            p = stability_baseline.path_for(device_class="cpu", suite="s")
-            assert p == Path(pytestconfig.rootpath) / "bl2" / "cpu" / "s" / "test_default_dir.json"
-    ''')
-    run(proj, "test_opts.py::test_opts", "--baselines-dir", "bl", "--device", "cuda:1",
-        "--seedstab-seed", "7", "--mlflow-uri", "sqlite:///x.db",
-        "--store", "st").assert_outcomes(passed=1)
-    run(proj, "test_opts.py::test_default_dir", "--baselines-dir",
-        str(proj.path / "bl2")).assert_outcomes(passed=1)
-
-
-def test_default_baselines_dir_is_rootdir(proj: pytest.Pytester) -> None:
-    proj.makepyfile(test_opts='''
-        from pathlib import Path
-
-        def test_default(seedstab_options, pytestconfig):
-            o = seedstab_options
-            assert o.baselines_dir == Path(pytestconfig.rootpath) / "baselines"
-            assert (o.no_mlflow, o.mlflow_uri, o.store, o.seed_offset) == (True, None, None, None)
-            assert (o.device, o.update_baselines) == ("auto", False)
-    ''')
-    run(proj, "test_opts.py", "--no-mlflow").assert_outcomes(passed=1)
-
-
-def test_entry_point_and_dash_p_together(proj: pytest.Pytester, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once installed, the pytest11 entry point loads the plugin; ``-p no:seedstab -p
-    harness.plugin`` (what these tests pass) must still work, and so must the entry point alone."""
-    site = tmp_path / "site"
-    dist = site / "seedstab-0.1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: seedstab\nVersion: 0.1.0\n")
-    (dist / "entry_points.txt").write_text("[pytest11]\nseedstab = harness.plugin\n")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(site)]))
-    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
-    proj.makepyfile(test_gpu=GPU_MODULE)
-    res = proj.runpytest_subprocess("test_gpu.py", "--require-gpu", "--device", "cpu")
-    assert "--require-gpu contradicts" in res.stderr.str()  # the entry point alone loads it
-    res = proj.runpytest_subprocess(*PLUGIN, "test_gpu.py", "--device", "cpu")
-    res.assert_outcomes(passed=1, skipped=1)
+def test_summary_file_holds_the_verdict_table(proj: pytest.Pytester) -> None:
+    """--seedstab-summary writes what CI appends to the job summary: one row per test with
+    its outcome and baseline verdict."""
+    run(proj, "--seedstab-update-baselines").assert_outcomes(passed=2)
+    set_params(proj, start=100, shift=-0.1)  # test_alpha regresses, test_beta (own fp) passes
+    res = run(proj, "--seedstab-no-mlflow", "--seedstab-summary", "out/summary.md")
+    res.assert_outcomes(passed=1, failed=1)
+    text = (proj.path / "out" / "summary.md").read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| `")]
+    assert text.startswith("## seedstab verdicts") and len(rows) == 2, text
+    assert "test_mod.py::test_alpha" in rows[0] and "failed" in rows[0] and "regressed" in rows[0]
+    assert "test_mod.py::test_beta" in rows[1] and "passed" in rows[1] and "| pass |" in rows[1]

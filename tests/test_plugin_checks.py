@@ -64,7 +64,7 @@ def proj(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.P
 
 
 def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return p.runpytest(*PLUGIN, "--no-mlflow", "--store", "store", "-rA", *args)
+    return p.runpytest(*PLUGIN, "--seedstab-no-mlflow", "--seedstab-store", "store", "-rA", *args)
 
 
 def seed_entries(p: pytest.Pytester) -> list[Path]:
@@ -77,9 +77,10 @@ def test_checks_run_as_items_missing_then_updated_then_compared(proj: pytest.Pyt
     out = res.stdout.str()
     assert "MISSING   suite.yaml::ref  wrote baselines/cpu/tiny/ref.obtained.json" in out
     assert (proj.path / "baselines/cpu/tiny/ref.obtained.json").is_file()
-    assert "to retrain the reference and rewrite its baseline: pytest suite.yaml::ref --update-baselines" in out
+    assert ("to retrain the reference and rewrite its baseline: pytest suite.yaml::ref "
+            "--seedstab-update-baselines") in out
 
-    res = run(proj, "--update-baselines")
+    res = run(proj, "--seedstab-update-baselines")
     res.assert_outcomes(passed=1, failed=1)
     assert (proj.path / "baselines/cpu/tiny/ref.json").is_file()
     res = run(proj)
@@ -100,7 +101,7 @@ def test_checks_run_as_items_missing_then_updated_then_compared(proj: pytest.Pyt
 
 
 def test_stale_reference_is_reported_with_nothing_trained(proj: pytest.Pytester) -> None:
-    run(proj, "--update-baselines").assert_outcomes(passed=1, failed=1)
+    run(proj, "--seedstab-update-baselines").assert_outcomes(passed=1, failed=1)
     before = seed_entries(proj)
     suite = proj.path / "suite.yaml"
     suite.write_text(suite.read_text().replace("steps: 40", "steps: 41"))  # the reference changed
@@ -117,7 +118,7 @@ def test_fresh_seeds_for_the_candidate_only(proj: pytest.Pytester) -> None:
     reference's baseline (0..5), so the check is unpaired and only the candidate trains."""
     import xml.etree.ElementTree as ET
 
-    run(proj, "--update-baselines", "-k", "ref and not hot").assert_outcomes(passed=1)
+    run(proj, "--seedstab-update-baselines", "-k", "ref and not hot").assert_outcomes(passed=1)
     before = seed_entries(proj)
     res = run(proj, "suite.yaml::ref", "--seedstab-seed", "100", "--junitxml", "out.xml")
     res.assert_outcomes(passed=1)  # the same config: nothing to flag (INCONCLUSIVE passes too)
@@ -190,13 +191,13 @@ def test_runs_not_logged_on_xdist_workers_are_reported_by_the_controller(proj: p
     import socket
 
     pytest.importorskip("xdist")
-    run(proj, "--update-baselines", "-k", "ref and not hot").assert_outcomes(passed=1)
+    run(proj, "--seedstab-update-baselines", "-k", "ref and not hot").assert_outcomes(passed=1)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there once the socket is closed
     uri = f"http://127.0.0.1:{port}"
-    res = proj.runpytest_subprocess(*PLUGIN, "-p", "xdist", "-n", "2", "--store", "store", "--mlflow-uri",
-                                    uri, "suite.yaml", timeout=300)
+    res = proj.runpytest_subprocess(*PLUGIN, "-p", "xdist", "-n", "2", "--seedstab-store", "store",
+                                    "--seedstab-mlflow-uri", uri, "suite.yaml", timeout=300)
     res.assert_outcomes(passed=1, failed=1)  # ref passes, hot regresses: verdicts unaffected
     out = res.stdout.str()
     assert f"seedstab: some runs were not logged to MLflow at {uri}" in out, out

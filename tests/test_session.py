@@ -30,14 +30,14 @@ def suite(tmp_path):
 
 
 def test_fresh_seeds_shift_every_family_alike(suite, tmp_path):
-    session = StabilitySession(store=tmp_path / "store", seed_offset=100, progress=False)
+    session = StabilitySession(store=tmp_path / "store", seed_offset=100, progress="off")
     assert session.config(suite, "a").seeds == (100, 101, 102)
     assert session.config(suite, "b").seeds == (100, 101, 102)  # paired families stay paired
     assert StabilitySession(store=tmp_path / "store").config(suite, "a").seeds == (0, 1, 2)
 
 
 def test_families_and_analyses_are_computed_once(suite, tmp_path):
-    session = StabilitySession(store=tmp_path / "store", n_boot=20, progress=False)
+    session = StabilitySession(store=tmp_path / "store", n_boot=20, progress="off")
     fam = session.family(suite, "a")
     assert fam.trained_now == 3 and session.family(str(suite), "a") is fam
     assert session.analysis(suite, "a") is session.analysis(suite, "a")
@@ -53,7 +53,7 @@ def test_compare_refuses_a_comparison_that_could_never_reject(suite, tmp_path):
     with the numbers, and alpha 0.2 is not; p-values are max-T adjusted over every row."""
     from harness.stats import Underpowered
 
-    session = StabilitySession(store=tmp_path / "store", n_boot=20, progress=False)
+    session = StabilitySession(store=tmp_path / "store", n_boot=20, progress="off")
     metrics = ["head_stability.all_anchors", "attention_entropy"]
     with pytest.raises(Underpowered, match=r"3 and 3 seeds \(paired\), 2 rows .* 0\.125 .* 5 paired seeds"):
         session.compare(suite, "a", "b", metrics=metrics, alpha=0.05)

@@ -64,15 +64,15 @@ def run_pytest(cwd: Path, *args: str, env_extra: dict | None = None) -> subproce
     env.update(env_extra or {})
     # -p no:seedstab -p harness.plugin: works whether or not the package is pip-installed.
     cmd = [sys.executable, "-m", "pytest", "suites", "-p", "no:seedstab", "-p", "harness.plugin",
-           "-p", "no:cacheprovider", "--n-boot", "50", "-q", *args]
+           "-p", "no:cacheprovider", "--seedstab-n-boot", "50", "-q", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_suite_logs_to_a_real_mlflow_server(suite_dir, mlflow_server, tmp_path):
-    first = run_pytest(suite_dir, "--mlflow-uri", mlflow_server, "--update-baselines")
+    first = run_pytest(suite_dir, "--seedstab-mlflow-uri", mlflow_server, "--seedstab-update-baselines")
     assert first.returncode == 0, first.stdout + first.stderr
     assert (suite_dir / "baselines" / "cpu" / "e2e" / "test_baseline-base.json").exists()
-    second = run_pytest(suite_dir, "--mlflow-uri", mlflow_server,
+    second = run_pytest(suite_dir, "--seedstab-mlflow-uri", mlflow_server,
                         "--seedstab-summary", str(suite_dir / "summary.md"))
     assert second.returncode == 0, second.stdout + second.stderr
     assert "PASS      suites/test_e2e.py::test_baseline[base]" in second.stdout
@@ -109,7 +109,7 @@ def test_suite_logs_to_a_real_mlflow_server(suite_dir, mlflow_server, tmp_path):
 
 def test_suite_under_xdist_with_the_sqlite_default(suite_dir):
     # Seeds trained once up front would hide the store's locking: start from an empty store.
-    result = run_pytest(suite_dir, "-n", "2", "--update-baselines")
+    result = run_pytest(suite_dir, "-n", "2", "--seedstab-update-baselines")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (suite_dir / "mlflow.db").exists()
     again = run_pytest(suite_dir, "-n", "2")
@@ -180,14 +180,14 @@ def test_edited_user_optimizer_reaches_the_gate_as_a_regression(tmp_path):
     (d / "suites" / "test_edit.py").write_text(textwrap.dedent(EDIT_TESTS))
     opt = d / "suites" / "my_opt.py"
     opt.write_text(textwrap.dedent(MY_OPT.format(scale="0.0")))
-    first = run_pytest(d, "--no-mlflow", "--update-baselines")
+    first = run_pytest(d, "--seedstab-no-mlflow", "--seedstab-update-baselines")
     assert first.returncode == 0, first.stdout + first.stderr
     assert (d / "baselines" / "cpu" / "edit" / "test_gate.json").exists()
     assert (d / "baselines" / "cpu" / "edit" / "mine.json").exists()
-    again = run_pytest(d, "--no-mlflow")
+    again = run_pytest(d, "--seedstab-no-mlflow")
     assert again.returncode == 0, again.stdout + again.stderr  # unchanged code: passes, from the store
     opt.write_text(textwrap.dedent(MY_OPT.format(scale="1.0")))
-    edited = run_pytest(d, "--no-mlflow")
+    edited = run_pytest(d, "--seedstab-no-mlflow")
     assert edited.returncode == 1, edited.stdout + edited.stderr
     assert "REGRESSED suites/edit.yaml::mine" in edited.stdout, edited.stdout  # the YAML check
     assert "REGRESSED suites/test_edit.py::test_gate" in edited.stdout  # and the fixture

@@ -1,9 +1,10 @@
 """GPU tier: the paper's findings (arXiv 2602.16740) at reduced scale, raw *and* content-specific.
 
-Every test is marked ``gpu``: skipped without CUDA, failed with ``--require-gpu``. Each
-expectation is stated twice, on the paper's raw head stability and on the content-specific
-stability (raw minus the shuffled-prompt null), so a change that only makes attention more
-diffuse (which raises both raw stability and its null) is not mistaken for a stabilizer.
+Every test is marked ``seedstab_gpu``: skipped without CUDA, failed with
+``--seedstab-require-gpu``. Each expectation is stated twice, on the paper's raw head stability
+and on the content-specific stability (raw minus the shuffled-prompt null), so a change that
+only makes attention more diffuse (which raises both raw stability and its null) is not
+mistaken for a stabilizer.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from harness import expect
 
-pytestmark = pytest.mark.gpu
+pytestmark = pytest.mark.seedstab_gpu
 
 SUITE = Path(__file__).with_name("paper.yaml")
 DEPTHS = (2, 4, 8)
