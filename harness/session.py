@@ -2,9 +2,10 @@
 
 The pytest plugin registers one :class:`SessionHooks` per run. Suites reach it through the
 ``seedstab`` fixture, a per-test :class:`TestView` that records which families the test
-looked at. After each test, every family it touched is logged to MLflow (a parent run
-``<test>:<family>`` with the test's verdict, a child run per seed), and the run id is
-added to the test's report. A ``--seedstab-summary`` file gets a Markdown table of all
+looked at. After each test, the families it touched are logged to MLflow by
+:class:`harness.session_tracking.TrackingHooks` (one run per family per session, named
+``<suite>/<family>``, each test's verdict added to it), and the run ids are added to the
+test's report. A ``--seedstab-summary`` file gets a Markdown table of all
 verdicts. Families are trained or loaded through the store (a second session trains
 nothing); analyses are cached per (file, family) for the whole session.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,8 +36,7 @@ DEFAULT_STORE = Path(".seedstab") / "store"
 log = logging.getLogger(__name__)
 
 _TOUCHED = pytest.StashKey[list]()
-_P_RUN = "mlflow_run"  # not "seedstab_*": those carry baseline records
-_P_UNLOGGED = "mlflow_unlogged"  # why a test's runs were not logged, and where they were kept
+_P_RUN = "mlflow_run"  # harness.session_tracking.P_RUN, spelled out: importing it here costs nothing either
 
 
 @dataclass
@@ -209,9 +208,7 @@ class SessionHooks:
             else opts.progress,
             pack=opts.pack, executor=opts.executor, ray_address=opts.ray_address)
         self.uri: str | None = None
-        self.tracking_note = ""
-        self._plots: dict[tuple[str, str], dict[str, Path]] = {}
-        self._plot_dir: Path | None = None
+        self.tracking: Any = None  # harness.session_tracking.TrackingHooks, when logging to MLflow
         self.outcomes: dict[str, dict[str, str]] = {}
         self._updated: set[str] = set()  # reference baselines this process rewrote
         self.check_specs: list[Any] = []  # every YAML check collected in this run
@@ -222,6 +219,11 @@ class SessionHooks:
             # (tracking.prepare): two xdist workers creating a new sqlite file at the same
             # moment otherwise fail. Lazy, so a run that logs nothing creates no mlflow.db.
             self.uri = tracking.tracking_uri(opts.mlflow_uri)
+            from harness.session_tracking import TrackingHooks
+
+            self.tracking = TrackingHooks(config, uri=self.uri, session=self.session, touched=_TOUCHED,
+                                          role="baseline" if opts.update_baselines else "candidate")
+            config.pluginmanager.register(self.tracking, "seedstab-mlflow")
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         self.check_specs = [i.spec for i in items if hasattr(i, "spec")]
@@ -247,20 +249,28 @@ class SessionHooks:
         # the reference goes into its baseline, whichever check rewrites it first
         wanted = baseline_metrics(spec, self.check_specs)
         touched = item.stash.setdefault(_TOUCHED, [])
+        from harness.gate import fresh_seeds
+        from harness.session_tracking import CHECK_CANDIDATE, CHECK_OUTCOME
+
+        candidate = fresh_seeds(spec.candidate, self.opts.seed_offset)
 
         def analyze(cfg: FamilyConfig) -> Analysis:
             with self.live_output():
                 key, a = self.session.analysis_of(cfg)
             if key not in touched:
                 touched.append(key)
+            if cfg == candidate:  # the check's verdict goes on the candidate's MLflow run
+                item.stash[CHECK_CANDIDATE] = key
             return a
 
-        return run_check(spec, analyze=analyze, baselines_dir=self.opts.baselines_dir,
-                         device_class=device, options=self.session.options,
-                         update=self.opts.update_baselines, baseline_metrics=wanted,
-                         seed_offset=self.opts.seed_offset, inconclusive=self.opts.inconclusive,
-                         update_command=update_command(item.nodeid),
-                         already_updated=self._updated)
+        outcome = run_check(spec, analyze=analyze, baselines_dir=self.opts.baselines_dir,
+                            device_class=device, options=self.session.options,
+                            update=self.opts.update_baselines, baseline_metrics=wanted,
+                            seed_offset=self.opts.seed_offset, inconclusive=self.opts.inconclusive,
+                            update_command=update_command(item.nodeid),
+                            already_updated=self._updated)
+        item.stash[CHECK_OUTCOME] = outcome  # its rows go into MLflow with the verdict
+        return outcome
 
     @contextlib.contextmanager
     def live_output(self) -> Iterator[None]:
@@ -273,98 +283,15 @@ class SessionHooks:
         with live_stderr(self.config):
             yield
 
-    # -------------------------------------------------------------------- MLflow per test
-
-    def _plots_for(self, key: tuple[str, str], analysis: Analysis, family: Family) -> dict[str, Path]:
-        if key in self._plots:
-            return self._plots[key]
-        from harness import plots
-
-        def meta_sne(p: Path) -> Path:
-            from harness.analysis import probe_tokens
-            from harness.capture import capture_family
-
-            cap = capture_family(family.models, probe_tokens(family.config), seeds=[s.seed for s in family.seeds])
-            return plots.plot_meta_sne(cap.patterns, p, seeds=list(analysis.seeds))[0]
-
-        if self._plot_dir is None:
-            self._plot_dir = Path(tempfile.mkdtemp(prefix="seedstab-plots-"))
-        d = self._plot_dir / f"{len(self._plots)}-{analysis.family}"
-        out: dict[str, Path] = {}
-        for name, fn in (("layer_stability", lambda p: plots.plot_layer_stability([analysis], p)),
-                         ("resid_vs_heads", lambda p: plots.plot_resid_vs_heads(analysis, p)),
-                         ("heatmap", lambda p: plots.plot_head_heatmap(analysis, p)),
-                         ("importance", lambda p: plots.plot_importance(analysis, p)),
-                         ("meta_sne", meta_sne)):
-            try:
-                out[name] = fn(d / f"{name}.png")
-            except Exception as e:  # noqa: BLE001 - a plot must not fail a verdict
-                log.warning("plot %s of %s failed: %s", name, analysis.family, e)
-        self._plots[key] = out
-        return out
-
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Iterator[None]:
-        outcome = yield
-        report = outcome.get_result()
-        touched = item.stash.get(_TOUCHED, [])
-        if report.when != "call" or not touched or self.uri is None:
-            return
-        from harness import tracking
-
-        status = next((str(v) for k, v in reversed(item.user_properties) if k == "seedstab_status"), None)
-        verdict = status or ("pass" if report.passed else "fail" if report.failed else report.outcome)
-        text = str(report.longrepr)[-20000:] if report.failed else ""
-        # a YAML check's full report (its table), whatever the outcome: inconclusive passes too
-        gate_report = next((str(v) for k, v in reversed(item.user_properties) if k == "seedstab_report"), "")
-        lines = []
-        for key in touched:
-            analysis = self.session._analyses.get(key)
-            family = self.session._families.get(key)
-            if analysis is None or family is None:
-                continue
-            suite = self.session.suite(key[0])
-            result = tracking.log_family(
-                uri=self.uri, suite=suite.name, test=item.name, analysis=analysis,
-                config=family.config.to_dict(), seed_logs=[dict(s.log) for s in family.seeds],
-                role="baseline" if self.opts.update_baselines else "candidate", verdict=verdict,
-                verdict_report={"test": item.nodeid, "outcome": report.outcome, "verdict": verdict,
-                                "failure": text, "report": gate_report},
-                plots=self._plots_for(key, analysis, family))
-            if result.logged:
-                url = tracking.run_url(self.uri, result.run_id)
-                lines.append(f"{analysis.family}: MLflow run {result.run_id}" + (f" ({url})" if url else "")
-                             + f" in experiment {result.experiment} at {self.uri}")
-                report.user_properties.append((_P_RUN, result.run_id))
-            else:
-                lines.append(f"{analysis.family}: NOT logged to MLflow ({result.error}); "
-                             f"kept on disk in {result.fallback_path}")
-                self.tracking_note = (f"some runs were not logged to MLflow at {self.uri} ({result.error}); "
-                                      f"their data is kept under {Path(result.fallback_path).parent}")
-                # travels with the report, so under xdist the controller says it too
-                report.user_properties.append((_P_UNLOGGED, self.tracking_note))
-        if lines:
-            report.sections.append(("seedstab mlflow", "\n".join(lines)))
-
     # -------------------------------------------------------------------- summary
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" or (report.when == "setup" and not report.passed):
             props = dict((k, v) for k, v in report.user_properties)
-            if props.get(_P_UNLOGGED):  # a worker's (or this process's) logging failure
-                self.tracking_note = str(props[_P_UNLOGGED])
             self.outcomes[report.nodeid] = {
                 "outcome": report.outcome, "status": str(props.get("seedstab_status", "")),
                 "run": str(props.get(_P_RUN, "")),
             }
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.tracking_note:
-            terminalreporter.write_line("seedstab: " + self.tracking_note, yellow=True)
-        elif self.uri and any(o["run"] for o in self.outcomes.values()) and not hasattr(self.config, "workerinput"):
-            from harness.tracking import ui_hint
-
-            terminalreporter.write_line(f"seedstab: runs logged to MLflow at {self.uri}; {ui_hint(self.uri)}")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         path = self.config.getoption("seedstab_summary")

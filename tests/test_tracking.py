@@ -1,8 +1,11 @@
-"""Tests for harness.tracking: URI resolution, logging to sqlite and to a real server,
-the schema-creation race, and every fallback path."""
+"""Tests for harness.tracking: URI resolution, the experiment's kind, a family run and its
+verdicts logged to sqlite, one run per family per session, and every fallback path. (The
+real server, the cross-process race and the sync replay: tests/test_tracking_server.py.)"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import math
@@ -11,23 +14,21 @@ import shutil
 import socket
 import subprocess
 import sys
-import textwrap
-import threading
-import time
-import urllib.request
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from harness import tracking
+from harness import tracking_client as tc
+from harness import tracking_payload as tp
 from harness.results import Analysis, Measurement
-from harness.tracking import LogResult, log_family, prepare, tracking_uri
+from harness.tracking import LogResult, log_family, log_verdict, prepare, tracking_uri
 
 
 REPO = Path(__file__).resolve().parents[1]
 L = 3  # layers in the fake analysis
+SESSION = "20261202-000000-abcdef"
 
 
 def make_analysis(family: str = "adamw") -> Analysis:
@@ -41,6 +42,8 @@ def make_analysis(family: str = "adamw") -> Analysis:
         m("head_stability.all_anchors", [0.98, 0.85, 0.67], [0.9, 0.8, 0.6], [1.0, 0.9, 0.7]),
         # a NaN layer (no heads there): skipped in MLflow, kept as null in analysis.json
         m("resid_cka.debiased.post", [0.81, float("nan"), 0.85], [0.8, 0.8, 0.8], [0.9, 0.9, 0.9]),
+        # per head [L, H]: not a metric (H charts each), a row per head in intervals.csv
+        m("head_stability.per_head", [[0.5, 0.6], [0.7, 0.8], [0.9, 1.0]], [[0.4, 0.5]] * 3, [[0.6, 0.7]] * 3),
     ]
     return Analysis(family=family, fingerprint="fp0123456789", seeds=(0, 1, 2), device_class="cpu-2t",
                     probe_digest="probe42", measurements={x.name: x for x in ms},
@@ -59,18 +62,32 @@ def make_seed_logs(n: int = 2) -> list[dict]:
 
 CONFIG = {"model": {"n_layers": L, "d_model": 64}, "train": {"lr": 1e-3, "optimizer": "adamw"},
           "data": {"vocab": 128, "long": "x" * 10_000}, "seeds": [0, 1, 2]}
+ROWS = [{"metric": "head_stability.all_anchors", "layer": 0, "reference": 0.9, "candidate": 0.98, "delta": 0.08,
+         "lo": 0.01, "hi": 0.15, "p": float("nan"), "mde": 0.04, "tolerance": 0.03, "flag": "ok"},
+        {"metric": "head_stability.all_anchors", "layer": 1, "reference": 0.9, "candidate": 0.85,
+         "delta": -0.05, "lo": -0.09, "hi": -0.01, "p": 0.0156, "mde": 0.04, "tolerance": 0.03,
+         "flag": "REGRESSED"}]
 
 
 def kwargs(uri: str, tmp: Path, **over) -> dict:
     plot = tmp / "layers.png"
     if not plot.exists():
         plot.write_bytes(b"\x89PNG fake")
-    kw = dict(uri=uri, suite="smoke", test="tests/test_x.py::test_heads[adamw]", analysis=make_analysis(),
-              config=CONFIG, seed_logs=make_seed_logs(), role="candidate", verdict="pass",
-              verdict_report={"verdict": "pass", "rows": [{"key": "head_stability.mean", "p": float("nan")}]},
-              plots={"per_layer": plot}, tags={"ci_job": "42"}, fallback_dir=tmp / "unlogged")
+    kw = dict(uri=uri, suite="smoke", analysis=make_analysis(), config=CONFIG, seed_logs=make_seed_logs(),
+              role="candidate", session=SESSION, plots={"per_layer": plot}, tags={"ci_job": "42"},
+              fallback_dir=tmp / "unlogged")
     kw.update(over)
     return kw
+
+
+def record(label: str = "check.adamw", verdict: str = "regressed", rows=ROWS, **over) -> dict:
+    kw = dict(test=f"suites/smoke/smoke.yaml::{label}", label=label, run_name="smoke/adamw", verdict=verdict,
+              outcome="failed" if verdict in ("regressed", "fail") else "passed",
+              verdicts=[{"status": verdict, "rows": rows, "design": "paired on 3 seeds", "reasons": [],
+                         "notes": ["a note"], "baseline_path": "baselines/cpu/smoke/adamw.json"}] if rows else [],
+              report="seedstab: the gate's text report", failure="")
+    kw.update(over)
+    return tp.verdict_record(**kw)
 
 
 def free_port() -> int:
@@ -127,22 +144,37 @@ def test_env_uri_honoured_and_explicit_wins(monkeypatch):
 
 def test_sqlite_path_parsing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert tracking._sqlite_path("sqlite:////abs/m.db") == Path("/abs/m.db")
-    assert tracking._sqlite_path("sqlite:///rel/m.db?timeout=5") == tmp_path.resolve() / "rel/m.db"
-    assert tracking._sqlite_path("sqlite://") is None
-    assert tracking._sqlite_path("sqlite:///:memory:") is None
-    assert tracking._sqlite_path("http://h:5000") is None
+    assert tc.sqlite_path("sqlite:////abs/m.db") == Path("/abs/m.db")
+    assert tc.sqlite_path("sqlite:///rel/m.db?timeout=5") == tmp_path.resolve() / "rel/m.db"
+    assert tc.sqlite_path("sqlite://") is None
+    assert tc.sqlite_path("sqlite:///:memory:") is None
+    assert tc.sqlite_path("http://h:5000") is None
 
 
-def test_run_url():
+def test_run_and_experiment_urls_open_the_model_training_view():
     assert tracking.run_url("http://h:5000/", "abc") == "http://h:5000/#/runs/abc"
-    assert tracking.run_url("https://h", "abc", experiment_id="3") == "https://h/#/experiments/3/runs/abc"
+    assert tracking.run_url("https://h", "abc", experiment_id="3") == \
+        "https://h/#/experiments/3/runs/abc?workflowType=machine_learning"
     assert tracking.run_url("sqlite:////x.db", "abc") is None
     assert tracking.run_url("http://h", "") is None
+    assert tracking.experiment_url("http://h/", "3") == "http://h/#/experiments/3/runs?workflowType=machine_learning"
+
+
+def test_the_ui_hint_names_the_store_in_use():
+    assert tracking.ui_hint("sqlite:////tmp/x y/mlflow.db") == \
+        "look at them with `mlflow ui --backend-store-uri 'sqlite:////tmp/x y/mlflow.db'`"
+    assert tracking.ui_hint("sqlite:///mlflow.db") == \
+        "look at them with `mlflow ui --backend-store-uri sqlite:///mlflow.db`"
+    assert tracking.ui_hint("sqlite:///mlflow.db", "4").endswith(
+        ", then http://127.0.0.1:5000/#/experiments/4/runs?workflowType=machine_learning")
+    assert tracking.ui_hint("http://127.0.0.1:5000") == "open http://127.0.0.1:5000 in a browser"
+    assert tracking.ui_hint("http://127.0.0.1:5000", "4") == \
+        "open http://127.0.0.1:5000/#/experiments/4/runs?workflowType=machine_learning in a browser"
 
 
 def test_import_is_cheap():
-    code = "import sys, harness.tracking; assert 'mlflow' not in sys.modules, 'mlflow imported eagerly'"
+    code = ("import sys, harness.tracking, harness.session_tracking, harness.mlflow_sync; "
+            "assert 'mlflow' not in sys.modules, 'mlflow imported eagerly'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
 
 
@@ -150,63 +182,116 @@ def test_import_is_cheap():
 
 
 def test_flatten_and_param_values():
-    flat = tracking.flatten(CONFIG)
+    flat = tp.flatten(CONFIG)
     assert flat["train.lr"] == 1e-3 and flat["model.n_layers"] == L and flat["seeds"] == [0, 1, 2]
-    assert tracking._param_value([0, 1]) == "[0, 1]"
-    long = tracking._param_value("y" * 7000)
-    assert len(long) <= tracking.MAX_PARAM_VALUE and "truncated, 7000 chars" in long
+    assert tp.param_value([0, 1]) == "[0, 1]"
+    long = tp.param_value("y" * 7000)
+    assert len(long) <= tp.MAX_PARAM_VALUE and "truncated, 7000 chars" in long
 
 
 def test_sanitize_key():
     from mlflow.utils.validation import _validate_metric_name
 
     for raw in ["a.b-c d/e_f", "bad:key[0]*", "x/../y", "/lead", "a//b", "é", "k" * 400]:
-        key = tracking.sanitize_key(raw)
+        key = tp.sanitize_key(raw)
         _validate_metric_name(key)  # raises if MLflow would reject it
         assert len(key) <= 250
-    assert tracking.sanitize_key("head_stability.all_anchors") == "head_stability.all_anchors"
-    assert tracking.sanitize_key("a" * 300 + "1") != tracking.sanitize_key("a" * 300 + "2")
+    assert tp.sanitize_key("head_stability.all_anchors") == "head_stability.all_anchors"
+    assert tp.sanitize_key("a" * 300 + "1") != tp.sanitize_key("a" * 300 + "2")
 
 
 def test_metric_points_shapes_and_nan():
-    assert tracking._metric_points("s", 1.5) == [("s", 1.5, 0)]
-    assert tracking._metric_points("p", [1.0, float("nan"), 3.0]) == [("p", 1.0, 0), ("p", 3.0, 2)]
-    per_head = tracking._metric_points("h", [[1.0, 2.0], [3.0, 4.0]])
-    assert ("h.head1", 4.0, 1) in per_head and len(per_head) == 4
-    assert tracking._metric_points("x", np.zeros((2, 2, 2))) == []
+    assert tp.metric_points("s", 1.5) == [("s", 1.5, 0)]
+    assert tp.metric_points("p", [1.0, float("nan"), 3.0]) == [("p", 1.0, 0), ("p", 3.0, 2)]
+    assert tp.metric_points("h", [[1.0, 2.0], [3.0, 4.0]]) == []  # per head: intervals.csv only
+    assert tp.metric_points("x", np.zeros((2, 2, 2))) == []
+
+
+def test_interval_rows_hold_every_value_and_its_interval():
+    a = make_analysis()
+    rows = tp.interval_rows(a)
+    # the obvious reference: walk every measurement's arrays by hand
+    expect = []
+    for name, m in sorted(a.measurements.items()):
+        v = np.asarray(m.value, float)
+        for idx in np.ndindex(v.shape):
+            lo, hi = np.broadcast_to(m.lo, v.shape)[idx], np.broadcast_to(m.hi, v.shape)[idx]
+            expect.append((name, idx[0] if idx else None, idx[1] if len(idx) > 1 else None,
+                           None if math.isnan(v[idx]) else float(v[idx]), float(lo), float(hi)))
+    assert [(r["metric"], r["layer"], r["head"], r["value"], r["lo"], r["hi"]) for r in rows] == expect
+    back = list(csv.DictReader(io.StringIO(tp.intervals_csv(rows))))
+    assert len(back) == len(rows) == 1 + 1 + 3 + 3 + 6
+    nan_layer = next(r for r in back if r["metric"] == "resid_cka.debiased.post" and r["layer"] == "1")
+    assert nan_layer["value"] == "" and nan_layer["lo"] == "0.8"
+    head = next(r for r in back if r["metric"] == "head_stability.per_head" and r["layer"] == "2" and r["head"] == "1")
+    assert (head["value"], head["lo"], head["hi"]) == ("1", "0.5", "0.7")
+
+
+def test_verdict_labels_and_the_worst_verdict():
+    assert tp.verdict_label("test_heads[adam]") == "test_heads.adam"
+    assert tp.verdict_label("test_x[a-0.1]") == "test_x.a-0.1"
+    assert tp.verdict_label("adam", check=True) == "check.adam"
+    assert tp.verdict_label("plain") == "plain"
+    assert tp.summary_verdict(["pass", "inconclusive", "pass"]) == "inconclusive"
+    assert tp.summary_verdict(["pass", "regressed", "fail"]) == "fail"
+    assert tp.summary_verdict(["pass", "something new"]) == "something new"  # unknown: ranked as a failure
+    assert tp.summary_verdict(["updated", "pass"]) == "updated"
+    assert tp.summary_verdict([]) == ""
+
+
+def test_verdict_markdown_is_the_table_that_decided_it():
+    md = tp.verdict_markdown(record())
+    lines = md.splitlines()
+    assert lines[0] == "# check.adamw on smoke/adamw: REGRESSED"
+    head = next(i for i, x in enumerate(lines) if x.startswith("| metric"))
+    table = lines[head:head + 4]
+    assert len({len(x) for x in table}) == 1  # padded: reads as a table raw too
+    cells = [c.strip() for c in table[3].strip("|").split("|")]
+    assert cells == ["head_stability.all_anchors", "1", "0.9000", "0.8500", "-0.0500", "[-0.0900, -0.0100]",
+                     "0.016", "0.0400", "0.0300", "REGRESSED"]
+    assert [c.strip() for c in table[2].strip("|").split("|")][6] == "nan"
+    assert "design: paired on 3 seeds" in md and "- a note" in md and "the gate's text report" in md
+    plain = tp.verdict_markdown(record(label="test_x", verdict="fail", rows=None, failure="AssertionError: boom"))
+    assert "no gate table" in plain and "AssertionError: boom" in plain and "| metric" not in plain
+
+
+# ---------------------------------------------------------------------------- batches
 
 
 def test_chunks_respect_batch_limits():
     params = [(f"p{i}", "v" * 5000) for i in range(250)]
     metrics = [(f"m{i % 7}", float(i), i) for i in range(2500)]
-    chunks = list(tracking._chunks(params, metrics))
+    chunks = list(tc.chunks(params, metrics))
     assert [p for c, _ in chunks for p in c] == params
     assert [m for _, c in chunks for m in c] == metrics
     for p, m in chunks:
         assert len(p) <= 100 and len(m) <= 1000 and len(p) + len(m) <= 1000
         assert sum(len(k) + len(v) for k, v in p) < 1_000_000
-    assert list(tracking._chunks([], [])) == []
-    assert len(list(tracking._chunks([("a", "b")], [("m", 1.0, 0)]))) == 1  # small runs: one batch
+    assert list(tc.chunks([], [])) == []
+    assert len(list(tc.chunks([("a", "b")], [("m", 1.0, 0)]))) == 1  # small runs: one batch
 
 
 def test_http_limits_set_and_restored(monkeypatch):
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # the user's own choice stays
-    with tracking._http_limits("http://h"):
+    with tc.http_limits("http://h"):
         assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
         assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
-    with tracking._http_limits("sqlite:///x.db"):
+    with tc.http_limits("sqlite:///x.db"):
         assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
 
 
+# ---------------------------------------------------------------------------- experiments
+
+
 def test_experiment_id_race_gets_again():
-    from mlflow.entities import Experiment
+    from mlflow.entities import Experiment, ExperimentTag
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
 
-    exp = Experiment("7", "seedstab/s", "loc", "active")
+    exp = Experiment("7", "seedstab/s", "loc", "active", tags=[ExperimentTag(tc.EXPERIMENT_KIND_TAG, "x")])
 
     class Racy:  # another process creates it between our get and our create
         tracking_uri = "http://h"
@@ -216,17 +301,46 @@ def test_experiment_id_race_gets_again():
             self.calls += 1
             return None if self.calls == 1 else exp
 
-        def create_experiment(self, name, artifact_location=None):
+        def create_experiment(self, name, artifact_location=None, tags=None):
             raise MlflowException("Experiment 'seedstab/s' already exists.", error_code=RESOURCE_ALREADY_EXISTS)
 
     assert tracking.experiment_id(Racy(), "seedstab/s") == "7"
 
     class Broken(Racy):
-        def create_experiment(self, name, artifact_location=None):
+        def create_experiment(self, name, artifact_location=None, tags=None):
             raise MlflowException("permission denied")
 
     with pytest.raises(MlflowException, match="permission denied"):
         tracking.experiment_id(Broken(), "seedstab/s")
+
+
+def test_the_experiment_opens_on_its_runs(sqlite_uri, tmp_path, monkeypatch):
+    """MLflow 3 opens an experiment on GenAI traces unless it is tagged as model training."""
+    monkeypatch.chdir(tmp_path)
+    c = client(sqlite_uri)
+    eid = tracking.experiment_id(c, "seedstab/new")
+    exp = c.get_experiment(eid)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "one run per family per pytest session" in exp.tags["mlflow.note.content"]
+    old = c.create_experiment("seedstab/old")  # made before seedstab tagged its experiments
+    assert "mlflow.experimentKind" not in c.get_experiment(old).tags
+    assert tracking.experiment_id(c, "seedstab/old") == old
+    assert c.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    chosen = c.create_experiment("seedstab/chosen", tags={"mlflow.experimentKind": "genai_development"})
+    tracking.experiment_id(c, "seedstab/chosen")  # a kind someone chose in the UI stays
+    assert c.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_deleted_experiment_is_restored(sqlite_uri, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    c = client(sqlite_uri)
+    eid = tracking.experiment_id(c, "seedstab/gone")
+    assert tracking.experiment_id(c, "seedstab/gone") == eid
+    c.delete_experiment(eid)
+    with caplog.at_level(logging.WARNING, logger="harness.tracking"):
+        assert tracking.experiment_id(c, "seedstab/gone") == eid
+    assert c.get_experiment(eid).lifecycle_stage == "active"
+    assert "was deleted" in caplog.text
 
 
 # ---------------------------------------------------------------------------- sqlite
@@ -251,50 +365,56 @@ def test_prepare_unwritable_raises_clear_error(tmp_path):
         prepare(f"sqlite:///{blocker}/sub/mlflow.db")
 
 
-def test_log_family_sqlite_round_trip(sqlite_uri, tmp_path, monkeypatch):
+def test_creating_the_sqlite_store_prints_nothing(tmp_path, capfd):
+    tracking.prepare(f"sqlite:///{tmp_path / 'fresh.db'}")
+    out, err = capfd.readouterr()
+    assert (tmp_path / "fresh.db").is_file()
+    assert "Creating initial MLflow database tables" not in out + err
+
+
+def test_family_run_and_its_verdicts_round_trip(sqlite_uri, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = log_family(**kwargs(sqlite_uri, tmp_path))
-    assert res == LogResult(logged=True, run_id=res.run_id, uri=sqlite_uri, experiment="seedstab/smoke")
-    assert res.run_id and res.error is None and res.fallback_path is None
+    assert res.logged and res.created and res.error is None and res.fallback_path is None
+    assert (res.run_name, res.experiment, res.session) == ("smoke/adamw", "seedstab/smoke", SESSION)
     c = client(sqlite_uri)
     run = c.get_run(res.run_id)
-    assert run.info.run_name == "tests/test_x.py::test_heads[adamw]:adamw"
-    assert run.info.status == "FINISHED"
-    assert c.get_experiment(run.info.experiment_id).name == "seedstab/smoke"
+    assert run.info.run_name == "smoke/adamw" and run.info.status == "FINISHED"
+    assert c.get_experiment(run.info.experiment_id).name == "seedstab/smoke" == res.experiment
+    assert run.info.experiment_id == res.experiment_id
 
     p = run.data.params
     assert p["train.lr"] == "0.001" and p["model.n_layers"] == str(L) and p["seeds"] == "[0, 1, 2]"
     assert len(p["data.long"]) <= 6000 and p["data.long"].endswith("see config.json]")
 
     t = run.data.tags
-    expect = {"suite": "smoke", "test": "tests/test_x.py::test_heads[adamw]", "family": "adamw",
-              "fingerprint": "fp0123456789", "role": "candidate", "verdict": "pass", "device": "cpu-2t",
-              "probe_digest": "probe42", "git_commit": "unknown", "ci_job": "42", "seeds": "0,1,2"}
+    expect = {"suite": "smoke", "family": "adamw", "fingerprint": "fp0123456789", "role": "candidate",
+              "device": "cpu-2t", "probe_digest": "probe42", "git_commit": "unknown", "ci_job": "42",
+              "seeds": "0,1,2", "session": SESSION}
     assert {k: t.get(k) for k in expect} == expect
+    assert "verdict" not in t and "smoke/adamw" in t["mlflow.note.content"]
     import torch
 
     assert t["torch_version"] == torch.__version__ and t["seedstab_version"]
 
-    mt = run.data.metrics
-    assert mt["head_stability.mean"] == 0.8 and mt["head_stability.mean.lo"] == 0.7
-    assert mt["head_stability.mean.hi"] == 0.9 and mt["final_loss"] == 2.5
+    mt = run.data.metrics  # values only: no interval bounds, no per-head series
+    assert sorted(mt) == ["final_loss", "head_stability.all_anchors", "head_stability.mean",
+                          "resid_cka.debiased.post"]
+    assert mt["head_stability.mean"] == 0.8 and mt["final_loss"] == 2.5
     hist = sorted((m.step, m.value) for m in c.get_metric_history(res.run_id, "head_stability.all_anchors"))
     assert hist == [(0, 0.98), (1, 0.85), (2, 0.67)]
-    hist_hi = sorted((m.step, m.value) for m in c.get_metric_history(res.run_id, "head_stability.all_anchors.hi"))
-    assert hist_hi == [(0, 1.0), (1, 0.9), (2, 0.7)]
     cka = sorted((m.step, m.value) for m in c.get_metric_history(res.run_id, "resid_cka.debiased.post"))
     assert cka == [(0, 0.81), (2, 0.85)]  # the NaN layer is skipped
 
     arts = {f.path for f in c.list_artifacts(res.run_id)}
-    assert {"analysis.json", "verdict.json", "config.json", "plots"} <= arts
+    assert arts == {"analysis.json", "config.json", "intervals.csv", "plots"}
     assert [f.path for f in c.list_artifacts(res.run_id, "plots")] == ["plots/per_layer.png"]
     dl = Path(c.download_artifacts(res.run_id, "", str(tmp_path / "dl")))
     back = json.loads((dl / "analysis.json").read_text())
     assert back == json.loads(json.dumps(make_analysis().to_dict()))
     assert back["measurements"]["resid_cka.debiased.post"]["value"][1] is None
     assert Measurement.from_dict(back["measurements"]["final_loss"]).value == 2.5
-    verdict = json.loads((dl / "verdict.json").read_text())
-    assert verdict["verdict"] == "pass" and verdict["rows"][0]["p"] is None
+    assert (dl / "intervals.csv").read_text() == tp.intervals_csv(tp.interval_rows(make_analysis()))
     assert json.loads((dl / "config.json").read_text())["data"]["long"] == "x" * 10_000
     assert (dl / "plots" / "per_layer.png").read_bytes() == b"\x89PNG fake"
     # sqlite artifacts go beside the database, not into the cwd
@@ -303,11 +423,12 @@ def test_log_family_sqlite_round_trip(sqlite_uri, tmp_path, monkeypatch):
 
     children = c.search_runs([run.info.experiment_id],
                              filter_string=f"tags.mlflow.parentRunId = '{res.run_id}'", order_by=["tags.seed"])
-    assert [ch.info.run_name for ch in children] == [f"{run.info.run_name}:seed{s}" for s in (0, 1)]
+    assert [ch.info.run_name for ch in children] == ["smoke/adamw/seed0", "smoke/adamw/seed1"]
     for s, ch in enumerate(children):
         assert ch.info.status == "FINISHED"
         assert ch.data.params["init_seed"] == str(100 + s) and ch.data.params["data_seed"] == str(200 + s)
         assert ch.data.tags["role"] == "candidate" and ch.data.tags["seed"] == str(s)
+        assert ch.data.tags["session"] == SESSION and "mlflow.note.content" not in ch.data.tags
         loss = sorted((m.step, m.value) for m in c.get_metric_history(ch.info.run_id, "loss"))
         assert loss == [(st, 5.0 - st / 10 - s / 100) for st in (0, 10, 20, 30)]
         copy = sorted(m.step for m in c.get_metric_history(ch.info.run_id, "copy_loss"))
@@ -317,26 +438,48 @@ def test_log_family_sqlite_round_trip(sqlite_uri, tmp_path, monkeypatch):
         assert ch.data.metrics["final_perplexity"] == pytest.approx(math.exp(final))
         assert ch.data.metrics["tokens_per_s"] == 70000.0 + s and ch.data.metrics["wall_s"] == 1.5 + s
 
-    # a second family of the same suite lands in the same experiment; baseline has no verdict
-    res2 = log_family(**kwargs(sqlite_uri, tmp_path, analysis=make_analysis("adam"), role="baseline",
-                               verdict=None, verdict_report=None, plots={}))
-    assert res2.logged
+    # two tests' verdicts on the run: a tag each, their tables, the worst as `verdict`
+    v1 = log_verdict(res, record=record("test_heads.adamw", "pass", rows=None))
+    assert v1.logged and v1.run_id == res.run_id and not v1.created
+    assert c.get_run(res.run_id).data.tags["verdict"] == "pass"
+    v2 = log_verdict(res, record=record())
+    assert v2.logged
+    t = c.get_run(res.run_id).data.tags
+    assert {k: v for k, v in t.items() if k.startswith("verdict")} == {
+        "verdict.test_heads.adamw": "pass", "verdict.check.adamw": "regressed", "verdict": "regressed"}
+    assert "| `check.adamw` | regressed |" in t["mlflow.note.content"]
+    assert sorted(f.path for f in c.list_artifacts(res.run_id, "verdicts")) == [
+        "verdicts/check.adamw.json", "verdicts/check.adamw.md", "verdicts/test_heads.adamw.json",
+        "verdicts/test_heads.adamw.md"]
+    vd = Path(c.download_artifacts(res.run_id, "verdicts", str(tmp_path / "v")))
+    rec = json.loads((vd / "check.adamw.json").read_text())
+    assert rec["rows"][1]["flag"] == "REGRESSED" and rec["rows"][0]["p"] is None  # strict JSON
+    assert (vd / "check.adamw.md").read_text() == tp.verdict_markdown(record())
+
+    # a second family of the same suite lands in the same experiment, as its own run
+    res2 = log_family(**kwargs(sqlite_uri, tmp_path, analysis=make_analysis("adam"), role="baseline", plots={}))
+    assert res2.logged and res2.created and res2.run_id != res.run_id
     run2 = c.get_run(res2.run_id)
-    assert run2.info.experiment_id == run.info.experiment_id
+    assert run2.info.experiment_id == run.info.experiment_id and run2.info.run_name == "smoke/adam"
     assert "verdict" not in run2.data.tags and run2.data.tags["role"] == "baseline"
-    assert "verdict.json" not in {f.path for f in c.list_artifacts(res2.run_id)}
 
 
-def test_deleted_experiment_is_restored(sqlite_uri, tmp_path, monkeypatch, caplog):
+def test_one_run_per_family_per_session(sqlite_uri, tmp_path, monkeypatch):
+    """A family used again in the same session (here: by another process's call, as an
+    xdist worker would) is found, not logged twice; another session gets its own run."""
     monkeypatch.chdir(tmp_path)
+    calls = []
+    first = log_family(**kwargs(sqlite_uri, tmp_path, plots=lambda: calls.append(1) or {}))
+    again = log_family(**kwargs(sqlite_uri, tmp_path, plots=lambda: calls.append(2) or {}))
+    assert first.created and not again.created and again.logged and again.run_id == first.run_id
+    assert calls == [1]  # plots are drawn only for the run that is created
+    other = log_family(**kwargs(sqlite_uri, tmp_path, session="another-session"))
+    assert other.created and other.run_id != first.run_id
     c = client(sqlite_uri)
-    eid = tracking.experiment_id(c, "seedstab/gone")
-    assert tracking.experiment_id(c, "seedstab/gone") == eid
-    c.delete_experiment(eid)
-    with caplog.at_level(logging.WARNING, logger="harness.tracking"):
-        assert tracking.experiment_id(c, "seedstab/gone") == eid
-    assert c.get_experiment(eid).lifecycle_stage == "active"
-    assert "was deleted" in caplog.text
+    runs = c.search_runs([first.experiment_id])
+    parents = sorted((r.data.tags["session"], r.info.run_name) for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parents == sorted([("another-session", "smoke/adamw"), (SESSION, "smoke/adamw")])
+    assert len(runs) == 2 + 2 * 2  # and their seed runs, once each
 
 
 def test_bad_role_raises(tmp_path):
@@ -354,6 +497,9 @@ def test_missing_plot_is_skipped_with_warning(sqlite_uri, tmp_path, monkeypatch,
     assert "plots" not in {f.path for f in client(sqlite_uri).list_artifacts(res.run_id)}
 
 
+# ---------------------------------------------------------------------------- fallbacks
+
+
 def test_mlflow_failure_mid_run_falls_back_and_marks_failed(sqlite_uri, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
@@ -369,14 +515,54 @@ def test_mlflow_failure_mid_run_falls_back_and_marks_failed(sqlite_uri, tmp_path
     assert client(sqlite_uri).get_run(res.run_id).info.status == "FAILED"
     rec = json.loads((res.fallback_path / "mlflow.json").read_text())
     assert rec["partial_run_id"] == res.run_id and rec["error"] == res.error
+    assert res.fallback_path.name.endswith("-smoke_adamw")
+    # the verdicts of the tests that use it join its folder, to be synced as one run
+    v = log_verdict(res, record=record())
+    assert not v.logged and v.fallback_path == res.fallback_path
+    rec = json.loads((res.fallback_path / "mlflow.json").read_text())
+    assert rec["tags"]["verdict.check.adamw"] == "regressed" and rec["tags"]["verdict"] == "regressed"
+    assert (res.fallback_path / "verdicts" / "check.adamw.md").read_text() == tp.verdict_markdown(record())
+
+
+def test_a_verdict_that_cannot_reach_its_logged_run_is_kept(sqlite_uri, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    res = log_family(**kwargs(sqlite_uri, tmp_path))
+    assert res.logged
+
+    def boom(self, *a, **k):
+        raise RuntimeError("server went away")
+
+    real_set_tag = MlflowClient.set_tag
+
+    monkeypatch.setattr(MlflowClient, "set_tag", boom)
+    v = log_verdict(res, record=record(), fallback_dir=tmp_path / "unlogged")
+    assert not v.logged and v.run_id == res.run_id and v.error == "RuntimeError: server went away"
+    rec = json.loads((v.fallback_path / "mlflow.json").read_text())
+    assert rec["attach_to"] == res.run_id and rec["verdicts"] == {"check.adamw": "regressed"}
+    assert (v.fallback_path / "verdicts" / "check.adamw.json").is_file()
+
+    monkeypatch.setattr(MlflowClient, "set_tag", real_set_tag)  # the store is back: sync adds the
+    # verdict to the run it belongs to
+    from harness.mlflow_sync import pending, sync
+
+    out = sync(v.fallback_path.parent, uri=sqlite_uri)
+    assert out.failed == {} and out.logged == {str(v.fallback_path): res.run_id}
+    tags = client(sqlite_uri).get_run(res.run_id).data.tags
+    assert tags["verdict.check.adamw"] == "regressed" and tags["verdict"] == "regressed"
+    assert "verdicts/check.adamw.md" in [f.path for f in client(sqlite_uri).list_artifacts(res.run_id, "verdicts")]
+    assert pending(v.fallback_path.parent) == []
 
 
 def test_malformed_seed_log_falls_back(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = log_family(**kwargs("sqlite:///never.db", tmp_path, seed_logs=[{"curve": [["x", 1.0]]}]))
     assert not res.logged and "could not build the MLflow payload" in res.error
-    assert (res.fallback_path / "analysis.json").exists()
+    assert (res.fallback_path / "analysis.json").exists() and (res.fallback_path / "intervals.csv").exists()
     assert not (tmp_path / "never.db").exists()
+    assert not log_verdict(res, record=record()).logged
+    assert json.loads((res.fallback_path / "mlflow.json").read_text())["verdicts"] == {"check.adamw": "regressed"}
 
 
 def test_fallback_write_failure_is_reported_not_raised(tmp_path):
@@ -386,171 +572,7 @@ def test_fallback_write_failure_is_reported_not_raised(tmp_path):
     res = log_family(**kwargs(uri, tmp_path, fallback_dir=blocker))
     assert not res.logged and res.fallback_path is None
     assert "unreachable" in res.error and "fallback write" in res.error
+    v = log_verdict(res, record=record(), fallback_dir=blocker)
+    assert not v.logged and v.fallback_path is None
 
 
-# ---------------------------------------------------------------------------- concurrency
-
-
-RACE = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, sys.argv[1])
-    from tests.test_tracking import kwargs, make_analysis
-    from harness.tracking import prepare, log_family
-    from pathlib import Path
-    uri, go, tmp = sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
-    (tmp / "ready").touch()
-    while not go.exists():  # both begin at the same moment, after the slow imports
-        time.sleep(0.01)
-    prepare(uri)
-    res = log_family(**kwargs(uri, tmp, analysis=make_analysis(sys.argv[5]), seed_logs=[]))
-    print("RESULT", res.logged, res.run_id, res.error)
-    sys.exit(0 if res.logged else 1)
-""")
-
-
-def test_two_processes_prepare_and_log_on_new_db(tmp_path):
-    db = tmp_path / "new" / "mlflow.db"  # does not exist yet
-    uri = f"sqlite:///{db}"
-    go = tmp_path / "go"
-    procs = []
-    for fam in ("fa", "fb"):
-        d = tmp_path / fam
-        d.mkdir()
-        procs.append(subprocess.Popen([sys.executable, "-c", RACE, str(REPO), uri, str(go), str(d), fam],
-                                      cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    deadline = time.time() + 120
-    while not all((tmp_path / f / "ready").exists() for f in ("fa", "fb")):
-        assert time.time() < deadline and all(p.poll() is None for p in procs), "a racer died while importing"
-        time.sleep(0.05)
-    go.touch()
-    outs = [p.communicate(timeout=180)[0] for p in procs]
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
-    c = client(uri)
-    runs = c.search_runs([tracking.experiment_id(c, "seedstab/smoke")])
-    assert sorted(r.info.run_name.rsplit(":", 1)[1] for r in runs) == ["fa", "fb"]
-    assert [e.name for e in c.search_experiments()].count("seedstab/smoke") == 1
-
-
-# ---------------------------------------------------------------------------- http
-
-
-def test_unreachable_server_falls_back_fast(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    uri = f"http://127.0.0.1:{free_port()}"
-    t0 = time.perf_counter()
-    res = log_family(**kwargs(uri, tmp_path))
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 10, f"a dead server cost {elapsed:.1f} s"
-    assert not res.logged and res.run_id is None and res.uri == uri
-    assert res.error.startswith("ConnectionError: tracking server") and "unreachable" in res.error
-    fb = res.fallback_path
-    assert fb.parent == tmp_path / "unlogged" and fb.name.endswith("-tests_test_x.py_test_heads_adamw")
-    assert json.loads((fb / "analysis.json").read_text()) == json.loads(json.dumps(make_analysis().to_dict()))
-    assert (fb / "plots" / "per_layer.png").read_bytes() == b"\x89PNG fake"
-    assert json.loads((fb / "verdict.json").read_text())["verdict"] == "pass"
-    rec = json.loads((fb / "mlflow.json").read_text())
-    assert rec["uri"] == uri and rec["experiment"] == "seedstab/smoke" and rec["error"] == res.error
-    assert rec["params"]["train.lr"] == "0.001" and rec["tags"]["role"] == "candidate"
-    assert ["head_stability.all_anchors", 0.85, 1] in rec["metrics"]
-    assert len(rec["children"]) == 2 and ["copy_loss", 3.8, 20] in rec["children"][0]["metrics"]
-    # a second fallback of the same test in the same instant gets its own directory
-    res2 = log_family(**kwargs(uri, tmp_path))
-    assert res2.fallback_path != fb and res2.fallback_path.is_dir()
-    prepare(uri)  # only warns
-
-
-def test_check_reachable_reports_http_errors():
-    class NotMlflow(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(404)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    srv = HTTPServer(("127.0.0.1", 0), NotMlflow)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    try:
-        uri = f"http://127.0.0.1:{srv.server_address[1]}"
-        assert tracking.check_reachable(uri) == f"tracking server {uri} answered 404 on /health"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-    assert tracking.check_reachable("sqlite:///x.db") is None
-
-
-def test_log_family_through_real_server(mlflow_server, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    t0 = time.perf_counter()
-    res = log_family(**kwargs(mlflow_server, tmp_path))
-    print(f"logged through http in {time.perf_counter() - t0:.2f} s")
-    assert res.logged, res.error
-    assert tracking.run_url(mlflow_server, res.run_id) == f"{mlflow_server}/#/runs/{res.run_id}"
-    c = client(mlflow_server)
-    run = c.get_run(res.run_id)
-    assert run.data.tags["fingerprint"] == "fp0123456789" and run.data.params["train.lr"] == "0.001"
-    hist = sorted((m.step, m.value) for m in c.get_metric_history(res.run_id, "head_stability.all_anchors"))
-    assert hist == [(0, 0.98), (1, 0.85), (2, 0.67)]
-    dl = Path(c.download_artifacts(res.run_id, "analysis.json", str(tmp_path / "dl")))
-    assert json.loads(dl.read_text())["fingerprint"] == "fp0123456789"
-    assert "plots/per_layer.png" in [f.path for f in c.list_artifacts(res.run_id, "plots")]
-    children = c.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{res.run_id}'")
-    assert len(children) == 2
-    loss = c.get_metric_history(children[0].info.run_id, "loss")
-    assert sorted(m.step for m in loss) == [0, 10, 20, 30]
-    assert list((tmp_path / "art").rglob("analysis.json"))  # the server stored the artifact
-
-
-def test_the_ui_hint_names_the_store_in_use():
-    from harness.tracking import ui_hint
-
-    assert ui_hint("sqlite:////tmp/x y/mlflow.db") == \
-        "look at them with `mlflow ui --backend-store-uri 'sqlite:////tmp/x y/mlflow.db'`"
-    assert ui_hint("sqlite:///mlflow.db") == "look at them with `mlflow ui --backend-store-uri sqlite:///mlflow.db`"
-    assert ui_hint("http://127.0.0.1:5000") == "open http://127.0.0.1:5000 in a browser"
-
-
-def test_creating_the_sqlite_store_prints_nothing(tmp_path, capfd):
-    from harness import tracking
-
-    tracking.prepare(f"sqlite:///{tmp_path / 'fresh.db'}")
-    out, err = capfd.readouterr()
-    assert (tmp_path / "fresh.db").is_file()
-    assert "Creating initial MLflow database tables" not in out + err
-
-
-def test_unlogged_runs_are_replayed_into_a_server_started_later(mlflow_server, tmp_path, monkeypatch):
-    """The run could not reach MLflow (a dead server); `seedstab mlflow sync` logs the kept folder
-    to a real server afterwards as the same runs, moves it aside, and a second sync logs nothing."""
-    from harness.cli import main
-    from harness.mlflow_sync import SYNCED, pending, sync
-
-    monkeypatch.chdir(tmp_path)
-    dead = f"http://127.0.0.1:{free_port()}"
-    res = log_family(**kwargs(dead, tmp_path))
-    assert not res.logged and res.fallback_path is not None
-    root = res.fallback_path.parent
-    assert pending(root) == [res.fallback_path]
-
-    assert main(["mlflow", "sync", "--dir", str(root), "--mlflow-uri", dead]) == 1  # still down: kept
-    assert pending(root) == [res.fallback_path]
-
-    out = sync(root, uri=mlflow_server)
-    assert out.failed == {} and list(out.logged) == [str(res.fallback_path)]
-    run_id = out.logged[str(res.fallback_path)]
-    c = client(mlflow_server)
-    run = c.get_run(run_id)
-    assert run.data.tags["fingerprint"] == "fp0123456789" and run.data.params["train.lr"] == "0.001"
-    assert run.data.tags["seedstab.replayed_from"] == res.fallback_path.name
-    assert run.info.status == "FINISHED"
-    hist = sorted((m.step, m.value) for m in c.get_metric_history(run_id, "head_stability.all_anchors"))
-    assert hist == [(0, 0.98), (1, 0.85), (2, 0.67)]
-    assert "analysis.json" in [f.path for f in c.list_artifacts(run_id)]
-    assert "mlflow.json" not in [f.path for f in c.list_artifacts(run_id)]
-    children = c.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
-    assert len(children) == 2
-    assert pending(root) == [] and (root / SYNCED / res.fallback_path.name / "mlflow.json").is_file()
-    assert main(["mlflow", "sync", "--dir", str(root), "--mlflow-uri", mlflow_server]) == 0
-    assert len(c.search_runs([run.info.experiment_id])) == 3  # nothing logged twice
