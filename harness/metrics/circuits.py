@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.metrics import heads as _heads
+from harness.metrics import pattern_gram as _pg
 from harness.metrics.heads import check_patterns, pattern_vectors
 
 __all__ = [
@@ -95,7 +95,7 @@ def induction_score(patterns: torch.Tensor, tokens: torch.Tensor | np.ndarray) -
     # instead of multiplying whole patterns by the mask; sums are float64.
     p_idx, t_idx, k_idx = mask.nonzero(as_tuple=True)  # [n] each
     total = torch.zeros(M, L, H, dtype=torch.float64)  # [M, L, H]
-    step = max(1, _heads._CHUNK_ELEMENTS // (M * L * H))
+    step = max(1, _pg._CHUNK_ELEMENTS // (M * L * H))
     for start in range(0, p_idx.numel(), step):
         sel = slice(start, start + step)
         vals = patterns[:, :, p_idx[sel], :, t_idx[sel], k_idx[sel]]  # [n', M, L, H]

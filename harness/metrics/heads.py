@@ -12,10 +12,11 @@ Query row 0 always attends only to position 0 (``[1, 0, ..]``) whatever the weig
 it carries no information and would pull every similarity towards 1; it is left out of
 pattern vectors, entropies and uniform similarities unless ``exclude_first=False``.
 
-Heavy work runs in torch over chunks of probe prompts (all layers, seeds and heads of a
-chunk in one batched matmul), so memory stays bounded (~64 MB of work space per chunk)
-for large probe sets. Dot products and every sum are float64; only the per-element terms
-of the entropy are computed in float32.
+Heavy work runs in torch on the device the patterns live on, over chunks of probe prompts
+(all layers, seeds and heads of a chunk in one batched matmul), so memory stays bounded for
+large probe sets: head similarities use float32 products and float64 sums across prompts
+(see :mod:`harness.metrics.pattern_gram`); distinctness and the controls are float64 (only
+the per-element terms of the entropy are float32).
 Public metrics return numpy float64 arrays; :func:`pattern_vectors` and :func:`similarity`
 return torch tensors because they are the inputs of the other metrics.
 """
@@ -32,10 +33,15 @@ import scipy.optimize
 import scipy.stats
 import torch
 
+from harness.metrics import pattern_gram as pg
+
 __all__ = [
     "check_patterns",
     "HeadStability",
     "CrossLayerStability",
+    "HeadSet",
+    "head_set",
+    "cross_layer_match",
     "pattern_vectors",
     "similarity",
     "cross_layer_similarity",
@@ -52,9 +58,8 @@ __all__ = [
 
 StabilityMethod = Literal["anchor", "all_anchors", "hungarian"]
 _METHODS = ("anchor", "all_anchors", "hungarian")
-
-# Elements (float64) of pattern vectors materialised at once; ~64 MB.
-_CHUNK_ELEMENTS = 8 * 1024 * 1024
+Pairs = Literal["all", "anchor"]
+_PAIRS = ("all", "anchor")
 
 PATTERNS_SHAPE = "[M, L, P, H, T, T] (seeds, layers, prompts, heads, query, key)"
 
@@ -116,10 +121,7 @@ def check_patterns(
 
 
 def _prompt_chunks(P: int, per_prompt_elements: int) -> Iterator[slice]:
-    """Slices over the prompt axis so that one chunk holds ~_CHUNK_ELEMENTS elements."""
-    step = max(1, _CHUNK_ELEMENTS // max(1, per_prompt_elements))
-    for start in range(0, P, step):
-        yield slice(start, min(P, start + step))
+    return pg.prompt_chunks(P, per_prompt_elements)
 
 
 def _check_shift(prompt_shift: int, P: int, *, where: str) -> int:
@@ -137,33 +139,7 @@ def _check_shift(prompt_shift: int, P: int, *, where: str) -> int:
 # --------------------------------------------------------------------------- vectors
 
 
-def _tril_rows(
-    patterns: torch.Tensor,
-    *,
-    exclude_first: bool,
-    dtype: torch.dtype,
-    lead_order: tuple[int, ...] | None = None,
-) -> torch.Tensor:
-    """Lower triangles incl. diagonal, row-major, NOT normalised.
-
-    ``patterns``: ``[*lead, T, T]``. Returns a new contiguous ``[*lead', D]`` tensor of
-    ``dtype``, ``lead'`` being ``lead`` permuted by ``lead_order``. Row ``q`` of the
-    triangle is contiguous in memory, so one strided copy per query row (T copies, each
-    over all seeds/layers/prompts/heads at once) beats a flat ``index_select`` ~3x and
-    converts the dtype in the same pass.
-    """
-    T = patterns.shape[-1]
-    n_lead = patterns.ndim - 2
-    if lead_order is not None:
-        patterns = patterns.permute(*lead_order, n_lead, n_lead + 1)  # [*lead', T, T]
-    first = 1 if exclude_first else 0
-    D = T * (T + 1) // 2 - first
-    out = torch.empty(*patterns.shape[:-2], D, dtype=dtype)  # [*lead', D]
-    offset = 0
-    for q in range(first, T):
-        out[..., offset : offset + q + 1] = patterns[..., q, : q + 1]  # [*lead', q+1]
-        offset += q + 1
-    return out
+_tril_rows = pg.tril_rows
 
 
 def _check_square(patterns: object, *, where: str, exclude_first: bool) -> None:
@@ -206,16 +182,6 @@ def _cosine_gram(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     return gram / (na[..., :, None] * nb[..., None, :])  # [B, n, k]
 
 
-def _shifted_chunk(patterns: torch.Tensor, chunk: slice, shift: int) -> torch.Tensor:
-    """Prompts ``(p + shift) mod P`` for ``p`` in ``chunk``: ``[M, L, c, H, T, T]``, a view
-    unless the range wraps around the end of the prompt axis."""
-    P = patterns.shape[2]
-    start, stop = (chunk.start + shift) % P, (chunk.start + shift) % P + chunk.stop - chunk.start
-    if stop <= P:
-        return patterns[:, :, start:stop]
-    return torch.cat([patterns[:, :, start:], patterns[:, :, : stop - P]], dim=2)
-
-
 # --------------------------------------------------------------------------- similarity
 
 
@@ -224,39 +190,32 @@ def similarity(
     *,
     exclude_first: bool = True,
     prompt_shift: int = 0,
+    pairs: Pairs = "all",
+    anchor_seed: int = 0,
 ) -> torch.Tensor:
-    """Head similarity tensor, same layer, all seed pairs.
+    """Head similarity tensor, same layer.
 
-    ``patterns``: ``[M, L, P, H, T, T]``. Returns float64 ``[L, M, H, M, H]`` with
+    ``patterns``: ``[M, L, P, H, T, T]``. Returns float64 ``[L, M, H, M, H]`` (CPU) with
     ``C[l, a, h, m, g] = mean_p cos(v(A^a_{l,h}(p)), v(A^m_{l,g}((p + prompt_shift) mod P)))``.
     ``prompt_shift=0`` is the paper's similarity; a non-zero shift is the shuffled-prompt
-    null (seed ``m``'s head scored on a different prompt). Blocks ``a == m`` are filled
-    too (distinctness reads them); with ``prompt_shift=0`` ``C`` is symmetric under
-    ``(a, h) <-> (m, g)``. Dot products and the prompt mean are float64.
+    null (seed ``m``'s head scored on a different prompt).
+    ``pairs="all"``: every block, ``a == m`` too (distinctness reads them); with
+    ``prompt_shift=0`` ``C`` is symmetric under ``(a, h) <-> (m, g)``.
+    ``pairs="anchor"``: only the blocks ``a == anchor_seed`` (and at shift 0 their mirror
+    ``m == anchor_seed``), the rest NaN: all that ``head_stability(C, method="anchor",
+    anchor_seed=...)`` reads, at 1/M of the cost.
+    Products float32 (float64 for float64 input), sums over prompts float64.
     """
     where = "similarity"
     patterns = check_patterns(patterns, where=where, min_seeds=2, exclude_first=exclude_first)
     M, L, P, H, T, _ = patterns.shape
     shift = _check_shift(prompt_shift, P, where=where)
-    C = torch.zeros(L, M * H, M * H, dtype=torch.float64)  # [L, MH, MH]
-    for chunk in _prompt_chunks(P, 2 * M * L * H * T * (T + 1) // 2):
-        va = _layer_major(patterns[:, :, chunk], exclude_first=exclude_first)  # [L,c,MH,D]
-        vb = None
-        if shift:
-            vb = _layer_major(_shifted_chunk(patterns, chunk, shift), exclude_first=exclude_first)
-        c = va.shape[1]
-        cos = _cosine_gram(va.flatten(0, 1), None if vb is None else vb.flatten(0, 1))
-        C += cos.reshape(L, c, M * H, M * H).sum(dim=1)  # [L, MH, MH]
-    return (C / P).reshape(L, M, H, M, H)  # [L, M, H, M, H]
-
-
-def _layer_major(patterns: torch.Tensor, *, exclude_first: bool) -> torch.Tensor:
-    """[M, L, c, H, T, T] -> float64 un-normalised triangles [L, c, M*H, D]."""
-    M, L, c, H = patterns.shape[:4]
-    v = _tril_rows(
-        patterns, exclude_first=exclude_first, dtype=torch.float64, lead_order=(1, 2, 0, 3)
-    )  # [L, c, M, H, D]
-    return v.reshape(L, c, M * H, -1)  # [L, c, M*H, D]
+    if pairs not in _PAIRS:
+        raise ValueError(f"{where}: pairs must be one of {_PAIRS}, got {pairs!r}.")
+    if pairs == "anchor" and not (0 <= anchor_seed < M):
+        raise ValueError(f"{where}: anchor_seed must be in 0..{M - 1}, got {anchor_seed}.")
+    anchor = anchor_seed if pairs == "anchor" else None
+    return pg.same_layer(patterns, exclude_first=exclude_first, shift=shift, anchor=anchor)
 
 
 def cross_layer_similarity(
@@ -282,26 +241,8 @@ def _cross_layer(
     patterns: torch.Tensor, *, exclude_first: bool, prompt_shift: int, where: str
 ) -> torch.Tensor:
     patterns = check_patterns(patterns, where=where, min_seeds=2, exclude_first=exclude_first)
-    M, L, P, H, T, _ = patterns.shape
-    shift = _check_shift(prompt_shift, P, where=where)
-    N = M * L * H
-    X = torch.zeros(N, N, dtype=torch.float64)  # [MLH, MLH]
-    for chunk in _prompt_chunks(P, 2 * N * T * (T + 1) // 2):
-        va = _prompt_major(patterns[:, :, chunk], exclude_first=exclude_first)  # [c, N, D]
-        vb = None
-        if shift:
-            vb = _prompt_major(_shifted_chunk(patterns, chunk, shift), exclude_first=exclude_first)
-        X += _cosine_gram(va, vb).sum(dim=0)  # [N, N]
-    return (X / P).reshape(M, L, H, M, L, H)  # [M, L, H, M, L, H]
-
-
-def _prompt_major(patterns: torch.Tensor, *, exclude_first: bool) -> torch.Tensor:
-    """[M, L, c, H, T, T] -> float64 un-normalised triangles [c, M*L*H, D]."""
-    M, L, c, H = patterns.shape[:4]
-    v = _tril_rows(
-        patterns, exclude_first=exclude_first, dtype=torch.float64, lead_order=(2, 0, 1, 3)
-    )  # [c, M, L, H, D]
-    return v.reshape(c, M * L * H, -1)  # [c, M*L*H, D]
+    shift = _check_shift(prompt_shift, patterns.shape[2], where=where)
+    return pg.cross_layer(patterns, exclude_first=exclude_first, shift=shift)
 
 
 # --------------------------------------------------------------------------- stability
@@ -359,6 +300,8 @@ def head_stability(
     Aggregation: ``anchor`` is the paper's: seed ``anchor_seed`` against each other seed,
     mean over those seeds; ``all_anchors`` and ``hungarian`` average over all ordered
     pairs of distinct seeds. ``per_head[l, h]`` is indexed by the anchor's head ``h``.
+    ``anchor`` needs only the anchor's blocks: pass ``similarity(patterns, pairs="anchor")``
+    (1/M of the work); pairwise rows of the other seeds are then NaN and their match -1.
     """
     where = "head_stability"
     if method not in _METHODS:
@@ -368,6 +311,16 @@ def head_stability(
     if not (0 <= anchor_seed < M):
         raise ValueError(f"{where}: anchor_seed must be in 0..{M - 1}, got {anchor_seed}.")
     blocks = C.transpose(1, 3, 0, 2, 4)  # [M, M, L, H, H]: blocks[a, m, l, h, g]
+    eye = np.eye(M, dtype=bool)
+    present = ~np.isnan(blocks).any(axis=(2, 3, 4))  # [M, M]: blocks computed
+    needed = ~eye if method != "anchor" else (~eye & (np.arange(M) == anchor_seed)[:, None])
+    if not present[needed].all():
+        hint = ("similarity(..., pairs='all')" if method != "anchor" else
+                f"similarity(..., pairs='anchor', anchor_seed={anchor_seed})")
+        raise ValueError(
+            f"{where}: method={method!r} with anchor_seed={anchor_seed} reads seed-pair blocks "
+            f"that C does not hold (NaN); compute C with {hint}."
+        )
     if method == "hungarian":
         match = np.zeros((M, M, L, H), dtype=np.int64)  # [M, M, L, H]; diagonal unused
         for a in range(M):
@@ -382,9 +335,8 @@ def head_stability(
     else:
         match = blocks.argmax(axis=-1)  # [M, M, L, H]
     pairwise = np.take_along_axis(blocks, match[..., None], axis=-1)[..., 0]  # [M, M, L, H]
-    eye = np.eye(M, dtype=bool)
     pairwise[eye] = np.nan
-    match[eye] = -1
+    match[eye | ~present] = -1  # blocks an anchor-only C leaves out stay NaN
     if method == "anchor":
         others = np.arange(M) != anchor_seed
         per_head = pairwise[anchor_seed, others].mean(axis=0)  # [L, H]
@@ -445,7 +397,21 @@ def cross_layer_stability(
     X = _cross_layer(
         patterns, exclude_first=exclude_first, prompt_shift=prompt_shift,
         where="cross_layer_stability",
-    ).numpy()  # [M, L, H, M, L, H]
+    )  # [M, L, H, M, L, H]
+    return cross_layer_match(X)
+
+
+def cross_layer_match(X: torch.Tensor | np.ndarray) -> CrossLayerStability:
+    """:func:`cross_layer_stability` from a precomputed cross-layer similarity ``X``
+    ``[M, L, H, M, L, H]`` (:func:`cross_layer_similarity`, or :attr:`HeadSet.X`)."""
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().to(torch.float64).numpy()
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 6 or X.shape[:3] != X.shape[3:]:
+        raise ValueError(
+            f"cross_layer_match: X must have shape [M, L, H, M, L, H] as returned by "
+            f"cross_layer_similarity(), got shape {X.shape}."
+        )
     M, L, H = X.shape[:3]
     flat = X.reshape(M, L, H, M, L * H).transpose(0, 3, 1, 2, 4)  # [M, M, L, H, L*H]
     best = flat.argmax(axis=-1)  # [M, M, L, H]
@@ -464,6 +430,60 @@ def cross_layer_stability(
         per_head=per_head,
         per_layer=per_head.mean(axis=-1),
     )
+
+
+@dataclass(frozen=True)
+class HeadSet:
+    """Raw and shuffled-prompt similarities of one family, from one pass (see
+    :func:`head_set`).
+
+    C, C_null: [L, M, H, M, H] same-layer similarity (raw, and at ``prompt_shift``), as
+        :func:`similarity` returns them
+    X, X_null: [M, L, H, M, L, H] cross-layer similarity (None unless asked for)
+    """
+
+    prompt_shift: int
+    C: torch.Tensor
+    C_null: torch.Tensor
+    X: torch.Tensor | None
+    X_null: torch.Tensor | None
+
+
+def head_set(
+    patterns: torch.Tensor,
+    *,
+    prompt_shift: int = 1,
+    cross_layer: bool = True,
+    cross_layer_null: bool = True,
+    exclude_first: bool = True,
+) -> HeadSet:
+    """Everything head stability is computed from, with one copy of each pattern.
+
+    With ``cross_layer`` the raw cross-layer similarity ``X`` is computed (its seed-pair
+    blocks ``a <= m`` only: it is symmetric) and ``C`` is read off its same-layer blocks;
+    with ``cross_layer_null`` the same for the null at ``prompt_shift``. Otherwise
+    :func:`similarity` computes ``C`` / ``C_null`` directly. Feed ``C`` to
+    :func:`head_stability` and ``X`` to :func:`cross_layer_match`.
+    ``patterns``: ``[M, L, P, H, T, T]``.
+    """
+    where = "head_set"
+    patterns = check_patterns(patterns, where=where, min_seeds=2, exclude_first=exclude_first)
+    shift = _check_shift(prompt_shift, patterns.shape[2], where=where)
+    if shift == 0:
+        raise ValueError(f"{where}: prompt_shift must not be 0 (mod P): the null would be the "
+                         f"raw similarity; use 1 (the default).")
+    kw = dict(exclude_first=exclude_first)
+    X = X_null = None
+    if cross_layer and cross_layer_null:
+        X, X_null = pg.cross_layer_pair(patterns, shifts=(0, shift), **kw)
+    elif cross_layer:
+        X = pg.cross_layer(patterns, shift=0, **kw)
+    elif cross_layer_null:
+        X_null = pg.cross_layer(patterns, shift=shift, **kw)
+    C = pg.same_layer_of(X) if X is not None else pg.same_layer(patterns, shift=0, **kw)
+    C_null = (pg.same_layer_of(X_null) if X_null is not None
+              else pg.same_layer(patterns, shift=shift, **kw))
+    return HeadSet(prompt_shift=shift, C=C, C_null=C_null, X=X, X_null=X_null)
 
 
 # --------------------------------------------------------------------------- distinctness
