@@ -205,3 +205,58 @@ def test_edited_harness_training_code_retrains_but_keeps_the_fingerprint(tmp_pat
     again = obtain_family(cfg, store=store)
     assert again.trained_now == 2 and fingerprint(cfg) == fp and again.fingerprint == fp
     assert obtain_family(cfg, store=store).trained_now == 0
+
+
+_SHARER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from harness.config import load_family
+    from harness.family import obtain_family
+
+    spec, store, work, name = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+    cfg = load_family(spec)
+    (work / f"ready-{name}").touch()
+    while not (work / "go").exists():
+        time.sleep(0.005)
+    fam = obtain_family(cfg, store=store)
+    (work / f"{name}.json").write_text(json.dumps({
+        "trained": [s.seed for s in fam.seeds if s.trained_now],
+        "seeds": [s.seed for s in fam.seeds],
+        "by": {str(s.seed): s.log["trained_by"]["pid"] for s in fam.seeds}}))
+    """
+)
+
+
+def test_two_processes_share_a_family_seed_by_seed(tmp_path):
+    """Each process takes the next free seed (a try-lock), so both train at once, each seed
+    exactly once, and each ends with every seed (waiting only at the end)."""
+    path = spec(tmp_path, steps=50, ckpt=1000)
+    path.write_text(path.read_text().replace("seeds: [0, 1]", "seeds: [0, 1, 2, 3]"))
+    script = tmp_path / "sharer.py"
+    script.write_text(_SHARER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    names = ("a", "b")
+    procs = [subprocess.Popen([sys.executable, str(script), str(path), str(tmp_path / "store"), str(tmp_path), n],
+                              env=env, stderr=subprocess.PIPE, text=True) for n in names]
+    try:
+        deadline = time.time() + 120
+        while not all((tmp_path / f"ready-{n}").exists() for n in names):
+            assert time.time() < deadline, "children did not start"
+            assert all(p.poll() is None for p in procs), [p.stderr.read() for p in procs if p.poll() is not None]
+            time.sleep(0.01)
+        (tmp_path / "go").touch()
+        errs = [p.communicate(timeout=300)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    out = {n: __import__("json").loads((tmp_path / f"{n}.json").read_text()) for n in names}
+    a, b = (set(out[n]["trained"]) for n in names)
+    assert not a & b and a | b == {0, 1, 2, 3}, out
+    assert a and b, f"one process trained every seed while the other waited: {out}"
+    assert all(out[n]["seeds"] == [0, 1, 2, 3] for n in names)
+    pids = {p.pid for p in procs}
+    for n in names:  # each seed's log names the process that trained it, the same for both
+        assert set(out[n]["by"].values()) <= pids and out[n]["by"] == out[names[0]]["by"]
