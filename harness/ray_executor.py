@@ -51,7 +51,7 @@ class RayExecutor:
     connection is used and left open. Otherwise ``address`` (a cluster address such as
     ``ray://head:10001`` or ``head:6379``, or ``auto`` for a cluster started on this
     machine with ``ray start``), else the ``RAY_ADDRESS`` environment variable, else a new
-    local cluster bound to 127.0.0.1 with all of this machine's CPUs. The executor shuts
+    local cluster with all of this machine's CPUs (and GPUs). The executor shuts
     down only what it started (see :meth:`close`; it is also a context manager).
 
     An exception in a job raises :class:`ExecutorError` on the driver naming the job, with
@@ -90,9 +90,8 @@ class RayExecutor:
         t0 = time.perf_counter()
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         if address is None:
-            # "local": a new cluster even if `ray start` left one behind on this machine;
-            # bound to loopback, so a private cluster opens no port to the network.
-            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
+            # "local": a new cluster even if `ray start` left one behind on this machine
+            ray.init(address="local", include_dashboard=False)
         else:
             try:
                 ray.init(address=address)
@@ -151,6 +150,9 @@ class RayExecutor:
             cause = e.cause if isinstance(e.cause, BaseException) else e
             raise ExecutorError(f"ray job {i} ({_label(jobs[i])}) raised "
                                 f"{type(cause).__name__}: {_first_line(cause)}") from e
+        except exceptions.UnserializableException as e:  # the job raised; unpicklable here
+            raise ExecutorError(f"ray job {i} ({_label(jobs[i])}) raised "
+                                f"{_exception_line(getattr(e, '_original_stack_trace', ''))}") from e
         except exceptions.RayError as e:  # its worker died more often than retried, or lost
             raise ExecutorError(f"ray job {i} ({_label(jobs[i])}) failed: {type(e).__name__}: "
                                 f"{_first_line(e)} (max_retries={self.max_retries})") from e
@@ -170,6 +172,18 @@ def _non_negative(key: str, value: Any) -> float:
 def _label(job: Any) -> str:
     text = str(job)
     return text if len(text) <= _LABEL_CHARS else text[:_LABEL_CHARS - 1] + "…"
+
+
+def _exception_line(traceback_text: str) -> str:
+    """``Class: first line of the message`` from a formatted traceback: the first line
+    after the last frame (a message may have more lines)."""
+    lines = traceback_text.rstrip().splitlines()
+    frames = [n for n, line in enumerate(lines) if line.startswith("  File ")]
+    after = [line for line in lines[frames[-1] + 1 if frames else 0:] if line and not line.startswith(" ")]
+    if not after:
+        return "an exception that could not be read back"
+    name, sep, message = after[0].partition(": ")
+    return f"{name.rpartition('.')[2]}{sep}{message}"
 
 
 def _first_line(e: BaseException) -> str:

@@ -4,6 +4,7 @@ result arrives once, errors name the job, a killed worker is retried, Ctrl-C can
 from __future__ import annotations
 
 import os
+import textwrap
 import signal
 import sys
 import threading
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'seedstab[ray]')")
 
@@ -59,6 +61,85 @@ def sleep_for(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
 
+
+# --------------------------------------------------------------------------- end to end
+# First: the tests further down kill workers, and new ones import torch again.
+
+TINY = """
+    name: tiny
+    seeds: [0, 1]
+    model: {n_layers: 1, n_heads: 2, d_model: 16, d_mlp: 32}
+    data: {vocab_size: 32, seq_len: 32}
+    train: {lr: 1.0e-3, steps: 20, batch_size: 4, checkpoint_every: 10, threads: %d, device: cpu}
+    probe: {n_prompts: 4}
+"""
+
+
+def tiny_family(tmp_path: Path, threads: int):
+    from harness.config import load_family
+
+    path = tmp_path / f"tiny-t{threads}.yaml"
+    path.write_text(textwrap.dedent(TINY % threads))
+    return load_family(path)
+
+
+# 2 threads: one short seed (two threads per seed on a busy 2-core machine crawl)
+@pytest.mark.parametrize("threads, seeds, steps", [(1, [0, 1], 20), (2, [1], 8)])
+def test_a_family_trained_on_ray_workers_matches_local_training_bitwise(cluster, tmp_path, monkeypatch,
+                                                                        threads, seeds, steps):
+    from harness.family import obtain_family
+    from harness.store import Store
+
+    cfg = tiny_family(tmp_path, threads).replace(seeds=seeds, train={"steps": steps})
+    local = obtain_family(cfg, store=tmp_path / "local")
+    saves = []
+    real_save = Store.save_seed
+
+    def counting_save(self, *args, **kwargs):
+        saves.append(args[2] if len(args) > 2 else kwargs["seed_key"])
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "save_seed", counting_save)
+    # workers of 1 CPU: Ray's OMP_NUM_THREADS=1 must not decide the thread count, the unit does
+    remote = obtain_family(cfg, store=tmp_path / "ray", executor=RayExecutor(num_cpus=1))
+    assert remote.trained_now == len(seeds) and [s.seed for s in remote.seeds] == seeds
+    for a, b in zip(local.seeds, remote.seeds):
+        sa, sb = a.model.state_dict(), b.model.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), f"seed {a.seed}"
+        assert b.log["threads"] == threads
+        assert b.log["trained_by"]["pid"] != os.getpid()  # trained on a worker, not here
+    assert local.seeds[0].log["trained_by"]["pid"] == os.getpid()
+    # the driver wrote each seed once, and the workers wrote nothing (no checkpoints either)
+    assert sorted(saves) == sorted(cfg.seed_key(s) for s in seeds)
+    entries = Store(tmp_path / "ray").entries()
+    assert sorted(e.seed_key for e in entries) == sorted(saves)
+    assert not list((tmp_path / "ray").rglob("*checkpoint*"))
+    # a second run finds both seeds in the store and sends nothing to Ray
+    again = obtain_family(cfg, store=tmp_path / "ray", executor=RayExecutor())
+    assert again.trained_now == 0 and len(saves) == len(seeds)
+
+
+def test_code_the_workers_cannot_import_fails_by_seed_until_runtime_env_ships_it(cluster, tmp_path, monkeypatch):
+    """An optimizer module the driver imports from a folder of its own: the workers do not
+    see that folder (only the driver's working directory), so the seed fails by name;
+    shipped with ``runtime_env``, the same family trains."""
+    from harness.family import obtain_family
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "my_sgd.py").write_text("from torch.optim import SGD\n")
+    monkeypatch.syspath_prepend(str(code))
+    cfg = tiny_family(tmp_path, 1).replace(seeds=[3], train={"optimizer": "my_sgd:SGD"})
+    with pytest.raises(ExecutorError) as info:
+        obtain_family(cfg, store=tmp_path / "s", executor=RayExecutor())
+    assert str(info.value).startswith("ray job 0 (tiny seed 3 on cpu) raised ")
+    assert "my_sgd" in str(info.value)
+    shipped = RayExecutor(runtime_env={"env_vars": {"PYTHONPATH": str(code)}})
+    fam = obtain_family(cfg, store=tmp_path / "s", executor=shipped)
+    assert fam.trained_now == 1 and fam.seeds[0].log["trained_by"]["pid"] != os.getpid()
+
+
+# --------------------------------------------------------------------------- the executor
 
 def test_every_result_arrives_once_from_several_workers(cluster):
     jobs = list(range(8))
@@ -134,3 +215,4 @@ def test_a_caller_that_stops_reading_cancels_the_rest(cluster):
     assert next(it) == (0, 0.0)
     it.close()
     assert wait_for_free_cpus(total) == total
+
