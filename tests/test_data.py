@@ -282,3 +282,104 @@ def test_repeats_fit_with_short_sequences():
     lang = SyntheticLanguage(vocab_size=32, seq_len=32)  # at most 2 copies of a 16-token span
     b = lang.sample(64, generator=gen(0))
     assert b.tokens.shape == (64, 32) and b.copy_mask.any(dim=1).all()
+
+
+# ------------------------------------------------- vectorised generation, slow references
+
+
+def _reference_sample(lang: SyntheticLanguage, n: int, generator: torch.Generator) -> torch.Tensor:
+    """The obvious per-sequence loop: background, then one repeated span per sequence."""
+    T, V = lang.seq_len, lang.vocab_size
+    toks = torch.empty(n, T, dtype=torch.long)
+    toks[:, 0] = torch.multinomial(lang.unigram, n, replacement=True, generator=generator)
+    choice = torch.multinomial(lang.successor_probs, n * T, replacement=True, generator=generator).view(n, T)
+    k = lang.successors.shape[1]
+    for t in range(1, T):
+        c = choice[:, t]
+        if lang.ngram_order == 3 and t >= 2:
+            c = (c + lang.rotation[toks[:, t - 2], toks[:, t - 1]].long()) % k
+        toks[:, t] = lang.successors[toks[:, t - 1], c]
+    u = torch.rand(n, 4, generator=generator, dtype=torch.double)
+    dist = lang.unigram if lang.span_tokens == "zipf" else torch.full((V,), 1.0 / V, dtype=torch.double)
+    seg = torch.multinomial(dist, n * lang.span_max, replacement=True, generator=generator).view(n, -1)
+    for i in range(n):
+        if u[i, 3] >= lang.p_repeat:
+            continue
+        L = lang.span_min + int(u[i, 0] * (lang.span_max - lang.span_min + 1))
+        r = max(2, min(lang.repeats_min + int(u[i, 1] * (lang.repeats_max - lang.repeats_min + 1)), T // L))
+        start = int(u[i, 2] * (T - r * L + 1))
+        toks[i, start:start + r * L] = seg[i, :L].repeat(r)
+    return toks
+
+
+def _reference_copy_runs(tokens: torch.Tensor, min_span: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Position by position: t is a copy if some offset d has a run of >= min_span equal
+    pairs (u, u - d) covering t, with t not the run's first position; the smallest such d."""
+    B, T = tokens.shape
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    offs = torch.zeros(B, T, dtype=torch.long)
+    for b in range(B):
+        row = tokens[b].tolist()
+        for d in range(1, T):
+            eq = [t >= d and row[t] == row[t - d] for t in range(T)]
+            t = 0
+            while t < T:
+                if not eq[t]:
+                    t += 1
+                    continue
+                a = t
+                while t < T and eq[t]:
+                    t += 1
+                if t - a >= min_span:
+                    for p in range(a + 1, t):
+                        mask[b, p] = True
+                        if offs[b, p] == 0:
+                            offs[b, p] = d
+    return mask, offs
+
+
+@pytest.mark.parametrize("kw", [{}, {"p_repeat": 0.5, "span_min": 2, "span_max": 12, "repeats_min": 2,
+                                     "repeats_max": 9, "span_tokens": "zipf", "ngram_order": 2}])
+def test_vectorised_sample_equals_the_per_sequence_loop(kw):
+    lang = SyntheticLanguage(vocab_size=16, seq_len=48, **kw)
+    assert torch.equal(lang.sample(200, generator=gen(5)).tokens, _reference_sample(lang, 200, gen(5)))
+
+
+@pytest.mark.parametrize("block", [None, 50])
+def test_copy_runs_equal_the_position_by_position_rule(monkeypatch, block):
+    if block is not None:  # offsets compared a few at a time give the same answer
+        monkeypatch.setattr(data, "_OFFSET_BLOCK_ELEMS", block)
+    lang = SyntheticLanguage(vocab_size=6, seq_len=40, p_repeat=0.7, span_min=2, span_max=10, repeats_min=2)
+    toks = lang.sample(12, generator=gen(3)).tokens
+    for min_span in (2, 5):
+        mask, offs = _reference_copy_runs(toks, min_span)
+        assert mask.any() and (offs > 1).any()
+        assert torch.equal(copy_mask(toks, min_span=min_span), mask)
+        assert torch.equal(copy_offsets(toks, min_span=min_span), offs)
+
+
+def test_batch_stream_draws_chunks_and_resumes_anywhere(lang):
+    B, K = 3, data.DATA_CHUNK
+    stream = data.BatchStream(lang, batch_size=B, generator=gen(9))
+    steps = [stream.batch(s).tokens for s in range(2 * K + 5)]
+    # step s is row block s % K of one draw per chunk, from the seed's own generator
+    g = gen(9)
+    chunks = [lang.sample(K * B, generator=g).tokens.view(K, B, -1) for _ in range(3)]
+    assert all(torch.equal(steps[s], chunks[s // K][s % K]) for s in range(len(steps)))
+    for at in (0, 7, K, K + 1, 2 * K + 4):  # resume from the state a checkpoint at `at` keeps
+        live = data.BatchStream(lang, batch_size=B, generator=gen(9))
+        for s in range(at):
+            live.batch(s)
+        state = live.resume_state(at)
+        g2 = torch.Generator()
+        g2.set_state(state)
+        resumed = data.BatchStream(lang, batch_size=B, generator=g2, start=at)
+        assert all(torch.equal(resumed.batch(s).tokens, steps[s]) for s in range(at, len(steps)))
+    with pytest.raises(ValueError, match="steps run in order"):
+        data.BatchStream(lang, batch_size=B, generator=gen(9)).batch(K)
+
+
+def test_copy_mask_of_a_batch_is_computed_when_read(lang):
+    b = Batch(tokens=lang.sample(4, generator=gen(1)).tokens)
+    assert b._copy_mask is None
+    assert torch.equal(b.copy_mask, copy_mask(b.tokens)) and b._copy_mask is not None

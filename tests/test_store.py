@@ -675,6 +675,25 @@ def test_lock_timeout(store: Store) -> None:
         store.lock(FP, DEV, KEY, timeout=-1).__enter__()
 
 
+def test_try_lock_yields_none_at_once_when_held(store: Store) -> None:
+    with store.lock(FP, DEV, KEY) as d:
+        t0 = time.monotonic()
+        with store.try_lock(FP, DEV, KEY) as got:
+            assert got is None
+        assert time.monotonic() - t0 < 0.5, "try_lock must not wait"
+        with store.try_lock(FP, DEV, "init1-data1") as other:  # other seeds are free
+            assert other == store.seed_dir(FP, DEV, "init1-data1")
+            with store.try_lock(FP, DEV, "init1-data1") as again:  # held now, even by us
+                assert again is None
+    with store.try_lock(FP, DEV, KEY) as got:  # released on exit
+        assert got == d
+    with pytest.raises(KeyError):
+        with store.try_lock(FP, DEV, KEY):
+            raise KeyError("boom")
+    with store.lock(FP, DEV, KEY, timeout=0):  # released on an exception too
+        pass
+
+
 def test_lock_released_on_exception(store: Store) -> None:
     with pytest.raises(KeyError):
         with store.lock(FP, DEV, KEY):
