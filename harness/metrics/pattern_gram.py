@@ -18,6 +18,7 @@ float64 CPU tensors (they are small).
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator
 
 import torch
@@ -47,6 +48,23 @@ def _exact_float32(device: torch.device) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+class _Buffer:
+    """A reusable flat work buffer. Large tensors are mapped afresh by each allocation, and
+    touching fresh pages costs more than the copy into them (2-6x on a chunk of patterns),
+    so a chunk loop takes its work space from here instead."""
+
+    def __init__(self) -> None:
+        self._flat: torch.Tensor | None = None
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype,
+             device: torch.device) -> torch.Tensor:
+        n = math.prod(shape)
+        f = self._flat
+        if f is None or f.numel() < n or f.dtype != dtype or f.device != device:
+            f = self._flat = torch.empty(n, dtype=dtype, device=device)
+        return f[:n].view(shape)
+
+
 def prompt_chunks(P: int, per_prompt_elements: int) -> Iterator[slice]:
     """Slices over the prompt axis so that one chunk holds ~_CHUNK_ELEMENTS elements."""
     step = max(1, _CHUNK_ELEMENTS // max(1, per_prompt_elements))
@@ -60,6 +78,7 @@ def tril_rows(
     exclude_first: bool,
     dtype: torch.dtype,
     lead_order: tuple[int, ...] | None = None,
+    buffer: _Buffer | None = None,
 ) -> torch.Tensor:
     """Lower triangles incl. diagonal, row-major, NOT normalised.
 
@@ -67,7 +86,8 @@ def tril_rows(
     ``dtype`` on the same device, ``lead'`` being ``lead`` permuted by ``lead_order``. Row
     ``q`` of the triangle is contiguous in memory, so one strided copy per query row (T
     copies, each over all leading axes at once) beats a flat ``index_select`` ~3x and
-    converts the dtype in the same pass.
+    converts the dtype in the same pass. With ``buffer`` the result is a view of its
+    storage, valid until the buffer is taken again.
     """
     T = patterns.shape[-1]
     n_lead = patterns.ndim - 2
@@ -75,7 +95,9 @@ def tril_rows(
         patterns = patterns.permute(*lead_order, n_lead, n_lead + 1)  # [*lead', T, T]
     first = 1 if exclude_first else 0
     D = T * (T + 1) // 2 - first
-    out = torch.empty(*patterns.shape[:-2], D, dtype=dtype, device=patterns.device)
+    shape = (*patterns.shape[:-2], D)
+    out = (torch.empty(shape, dtype=dtype, device=patterns.device) if buffer is None
+           else buffer.take(shape, dtype, patterns.device))
     offset = 0
     for q in range(first, T):
         out[..., offset : offset + q + 1] = patterns[..., q, : q + 1]  # [*lead', q+1]
@@ -113,25 +135,20 @@ def _cos(a: torch.Tensor, na: torch.Tensor, b: torch.Tensor, nb: torch.Tensor) -
 
 def _chunk_vectors(
     patterns: torch.Tensor, chunk: slice, shift: int, *, exclude_first: bool,
-    lead_order: tuple[int, ...],
+    lead_order: tuple[int, ...], buffers: tuple[_Buffer, _Buffer],
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Triangles of the chunk's prompts and of the prompts ``shift`` further on (None for
     shift 0). When the two ranges overlap they are copied once, as one range."""
     c = chunk.stop - chunk.start
-    dtype = work_dtype(patterns)
+    kw = dict(exclude_first=exclude_first, dtype=work_dtype(patterns), lead_order=lead_order)
     p_axis = lead_order.index(2)
     if shift == 0:
-        v = tril_rows(patterns[:, :, chunk], exclude_first=exclude_first, dtype=dtype,
-                      lead_order=lead_order)
-        return v, None
+        return tril_rows(patterns[:, :, chunk], buffer=buffers[0], **kw), None
     if shift < c:
-        v = tril_rows(_prompts(patterns, chunk.start, c + shift), exclude_first=exclude_first,
-                      dtype=dtype, lead_order=lead_order)
+        v = tril_rows(_prompts(patterns, chunk.start, c + shift), buffer=buffers[0], **kw)
         return v.narrow(p_axis, 0, c), v.narrow(p_axis, shift, c)
-    va = tril_rows(patterns[:, :, chunk], exclude_first=exclude_first, dtype=dtype,
-                   lead_order=lead_order)
-    vb = tril_rows(_prompts(patterns, chunk.start + shift, c), exclude_first=exclude_first,
-                   dtype=dtype, lead_order=lead_order)
+    va = tril_rows(patterns[:, :, chunk], buffer=buffers[0], **kw)
+    vb = tril_rows(_prompts(patterns, chunk.start + shift, c), buffer=buffers[1], **kw)
     return va, vb
 
 
@@ -149,10 +166,11 @@ def same_layer(
     acc = torch.zeros(L, n_rows, MH, dtype=torch.float64, device=patterns.device)
     lead = (1, 2, 0, 3)  # [L, c, M, H, D]
     with _exact_float32(patterns.device):
+        buffers = (_Buffer(), _Buffer())
         for chunk in prompt_chunks(P, (2 if shift else 1) * M * L * H * D):
             c = chunk.stop - chunk.start
             va, vb = _chunk_vectors(patterns, chunk, shift, exclude_first=exclude_first,
-                                    lead_order=lead)
+                                    lead_order=lead, buffers=buffers)
             va = va.reshape(L * c, MH, D)  # [L*c, MH, D]
             vb = va if vb is None else vb.reshape(L * c, MH, D)
             na = _safe_norm(va)  # [L*c, MH]
@@ -192,11 +210,12 @@ def cross_layer_pair(
     shift = max(shifts)  # the pass is driven by the larger shift; 0 is read off the chunk
     accs = [torch.zeros(N, N, dtype=torch.float64, device=dev) for _ in shifts]
     lead = (2, 0, 1, 3)  # [c, M, L, H, D]
+    buffers, spare = (_Buffer(), _Buffer()), (_Buffer(), _Buffer())
     with _exact_float32(dev):
         for chunk in prompt_chunks(P, (2 if shift else 1) * N * D):
             c = chunk.stop - chunk.start
             va, vs = _chunk_vectors(patterns, chunk, shift, exclude_first=exclude_first,
-                                    lead_order=lead)
+                                    lead_order=lead, buffers=buffers)
             va = va.reshape(c, N, D)  # [c, N, D]
             na = _safe_norm(va)  # [c, N]
             for acc, s in zip(accs, shifts):
@@ -209,7 +228,7 @@ def cross_layer_pair(
                     vb = vs.reshape(c, N, D)
                 else:
                     _, vb = _chunk_vectors(patterns, chunk, s, exclude_first=exclude_first,
-                                           lead_order=lead)
+                                           lead_order=lead, buffers=spare)
                     vb = vb.reshape(c, N, D)
                 acc += _cos(va, na, vb, _safe_norm(vb))
     out = []
