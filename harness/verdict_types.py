@@ -1,10 +1,11 @@
-"""The values a check produces: its rows, its plan and its verdict. No policy here.
+"""The values a check produces: its rows, its plan and its verdict; nothing is decided here.
 
 Verdicts (:data:`STATUSES`): ``pass``; ``regressed`` (some row is worse than its tolerance
 with a significant test); ``inconclusive`` (no row regressed, but some row is worse than its
 tolerance without a significant test: the report says how many seeds would settle it);
 ``underpowered`` (the smallest attainable p is not below alpha, so the check could never
-fail; :meth:`Plan.refusal` says why and the ways out); ``stale``, ``missing``, ``invalid``
+fail; :func:`~harness.verdict_rule.plan` decides it before anything trains and
+:meth:`Plan.refusal` says why and the ways out); ``stale``, ``missing``, ``invalid``
 (the reference cannot be used, decided by the caller; ``invalid`` also for undefined
 values); ``updated`` (a fixture baseline was rewritten). :attr:`Verdict.failed` says whether a
 status fails the test; an inconclusive one fails only under the ``"fail"`` policy, because
