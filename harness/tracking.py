@@ -111,8 +111,10 @@ def experiment_name(suite: str) -> str:
 
 
 def experiment_url(base: str, experiment_id: str) -> str:
-    """The experiment's runs in the MLflow UI at ``base`` (a server's URL)."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{tc.WORKFLOW_QUERY}"
+    """The experiment's runs in the MLflow UI at ``base`` (a server's URL): the model
+    training view (the 3.x UI opens on GenAI otherwise) with the verdict, session and role
+    columns."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{tc.VIEW_QUERY}"
 
 
 def ui_hint(uri: str, experiment_id: str | None = None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -34,7 +35,16 @@ SESSION_LOCK_TIMEOUT_S = 600.0
 # from its workflow switch instead; ``?workflowType=machine_learning`` in a link sets that.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# A shared view of the runs table (what its "share" button stores: an experiment tag
+# ``mlflow.sharedViewState.<key>``, opened by ``?viewStateShareKey=<key>``): the verdict,
+# session and role as columns, which the default table hides.
+VIEW_KEY = "seedstab"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+_COLUMNS = [f"tags.`{t}`" for t in ("verdict", "session", "role")]
+VIEW_STATE = json.dumps({"selectedColumns": _COLUMNS, "columnOrder": _COLUMNS, "orderByKey": "attributes.start_time",
+                         "orderByAsc": False}, separators=(",", ":"))
 WORKFLOW_QUERY = "workflowType=machine_learning"
+VIEW_QUERY = f"{WORKFLOW_QUERY}&viewStateShareKey={VIEW_KEY}"
 
 
 def client(uri: str) -> Any:
@@ -91,7 +101,7 @@ def experiment_id(mlflow_client: Any, name: str) -> str:
             location = (db.parent / "mlartifacts" / tp.safe_filename(name)).as_uri()
         try:
             return str(mlflow_client.create_experiment(name, artifact_location=location, tags={
-                EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, tp.NOTE_TAG: _experiment_note(name)}))
+                EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, tp.NOTE_TAG: _experiment_note(name), VIEW_TAG: VIEW_STATE}))
         except MlflowException as e:
             if "RESOURCE_ALREADY_EXISTS" not in str(getattr(e, "error_code", "")) \
                     and "already exists" not in str(e):
@@ -102,8 +112,11 @@ def experiment_id(mlflow_client: Any, name: str) -> str:
     if exp.lifecycle_stage == "deleted":
         logger.warning("MLflow experiment %r was deleted; restoring it to log into it", name)
         mlflow_client.restore_experiment(exp.experiment_id)
-    if EXPERIMENT_KIND_TAG not in (getattr(exp, "tags", None) or {}):  # made by an older seedstab
+    tags = getattr(exp, "tags", None) or {}
+    if EXPERIMENT_KIND_TAG not in tags:  # made by an older seedstab
         mlflow_client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    if tags.get(VIEW_TAG) != VIEW_STATE:
+        mlflow_client.set_experiment_tag(exp.experiment_id, VIEW_TAG, VIEW_STATE)
     return str(exp.experiment_id)
 
 

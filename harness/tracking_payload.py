@@ -279,10 +279,10 @@ def _md_table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
 def verdict_markdown(rec: Mapping[str, Any]) -> str:
     """``verdicts/<label>.md``: the verdict, the table (metric, layer, reference, candidate,
     Δ, CI(Δ), p, MDE, tolerance, flag), design, reasons, notes, the gate's report."""
-    out = [f"# {rec['label']} on {rec['run']}: {str(rec['verdict']).upper()}", "",
-           f"test `{rec['test']}`, outcome {rec['outcome']}"]
+    out = [f"# {str(rec['verdict']).upper()}: {rec['label']} on {rec['run']}", "",
+           f"- test: `{rec['test']}` ({rec['outcome']})"]
     if rec.get("baseline"):
-        out.append(f"reference baseline `{rec['baseline']}`")
+        out.append(f"- reference baseline: `{rec['baseline']}`")
     rows = rec.get("rows") or []
     if rows:
         body = [[str(r["metric"]), "-" if r.get("layer") is None else str(r["layer"]), _num(r.get("reference")),

@@ -1,6 +1,7 @@
 """Tests for harness.tracking: URI resolution, the experiment's kind, a family run and its
 verdicts logged to sqlite, one run per family per session, and every fallback path. (The
-real server, the cross-process race and the sync replay: tests/test_tracking_server.py.)"""
+fallbacks: tests/test_tracking_fallback.py; the real server, the cross-process race and
+the sync replay: tests/test_tracking_server.py.)"""
 
 from __future__ import annotations
 
@@ -154,10 +155,11 @@ def test_sqlite_path_parsing(tmp_path, monkeypatch):
 def test_run_and_experiment_urls_open_the_model_training_view():
     assert tracking.run_url("http://h:5000/", "abc") == "http://h:5000/#/runs/abc"
     assert tracking.run_url("https://h", "abc", experiment_id="3") == \
-        "https://h/#/experiments/3/runs/abc?workflowType=machine_learning"
+        "https://h/#/experiments/3/runs/abc?workflowType=machine_learning"  # the 3.x UI's training view
     assert tracking.run_url("sqlite:////x.db", "abc") is None
     assert tracking.run_url("http://h", "") is None
-    assert tracking.experiment_url("http://h/", "3") == "http://h/#/experiments/3/runs?workflowType=machine_learning"
+    assert tracking.experiment_url("http://h/", "3") == \
+        "http://h/#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=seedstab"
 
 
 def test_the_ui_hint_names_the_store_in_use():
@@ -166,10 +168,11 @@ def test_the_ui_hint_names_the_store_in_use():
     assert tracking.ui_hint("sqlite:///mlflow.db") == \
         "look at them with `mlflow ui --backend-store-uri sqlite:///mlflow.db`"
     assert tracking.ui_hint("sqlite:///mlflow.db", "4").endswith(
-        ", then http://127.0.0.1:5000/#/experiments/4/runs?workflowType=machine_learning")
+        ", then http://127.0.0.1:5000/#/experiments/4/runs?workflowType=machine_learning&viewStateShareKey=seedstab")
     assert tracking.ui_hint("http://127.0.0.1:5000") == "open http://127.0.0.1:5000 in a browser"
-    assert tracking.ui_hint("http://127.0.0.1:5000", "4") == \
-        "open http://127.0.0.1:5000/#/experiments/4/runs?workflowType=machine_learning in a browser"
+    assert tracking.ui_hint("http://127.0.0.1:5000", "4") == ("open http://127.0.0.1:5000/#/experiments/4/runs"
+                                                             "?workflowType=machine_learning&viewStateShareKey=seedstab"
+                                                             " in a browser")
 
 
 def test_import_is_cheap():
@@ -242,7 +245,7 @@ def test_verdict_labels_and_the_worst_verdict():
 def test_verdict_markdown_is_the_table_that_decided_it():
     md = tp.verdict_markdown(record())
     lines = md.splitlines()
-    assert lines[0] == "# check.adamw on smoke/adamw: REGRESSED"
+    assert lines[0] == "# REGRESSED: check.adamw on smoke/adamw"
     head = next(i for i, x in enumerate(lines) if x.startswith("| metric"))
     table = lines[head:head + 4]
     assert len({len(x) for x in table}) == 1  # padded: reads as a table raw too
@@ -304,7 +307,12 @@ def test_experiment_id_race_gets_again():
         def create_experiment(self, name, artifact_location=None, tags=None):
             raise MlflowException("Experiment 'seedstab/s' already exists.", error_code=RESOURCE_ALREADY_EXISTS)
 
-    assert tracking.experiment_id(Racy(), "seedstab/s") == "7"
+        def set_experiment_tag(self, eid, key, value):
+            self.tags_set = [*getattr(self, "tags_set", []), (eid, key)]
+
+    racy = Racy()
+    assert tracking.experiment_id(racy, "seedstab/s") == "7"
+    assert racy.tags_set == [("7", tc.VIEW_TAG)]  # its kind was chosen already: left alone
 
     class Broken(Racy):
         def create_experiment(self, name, artifact_location=None, tags=None):
@@ -322,10 +330,14 @@ def test_the_experiment_opens_on_its_runs(sqlite_uri, tmp_path, monkeypatch):
     exp = c.get_experiment(eid)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert "one run per family per pytest session" in exp.tags["mlflow.note.content"]
+    # the runs table's shared view (the link's viewStateShareKey): verdict, session, role columns
+    view = json.loads(exp.tags["mlflow.sharedViewState.seedstab"])
+    assert view["selectedColumns"] == ["tags.`verdict`", "tags.`session`", "tags.`role`"]
     old = c.create_experiment("seedstab/old")  # made before seedstab tagged its experiments
     assert "mlflow.experimentKind" not in c.get_experiment(old).tags
     assert tracking.experiment_id(c, "seedstab/old") == old
     assert c.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert c.get_experiment(old).tags["mlflow.sharedViewState.seedstab"] == tc.VIEW_STATE
     chosen = c.create_experiment("seedstab/chosen", tags={"mlflow.experimentKind": "genai_development"})
     tracking.experiment_id(c, "seedstab/chosen")  # a kind someone chose in the UI stays
     assert c.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"
@@ -495,84 +507,3 @@ def test_missing_plot_is_skipped_with_warning(sqlite_uri, tmp_path, monkeypatch,
     assert res.logged, res.error
     assert "nope.png does not exist" in caplog.text
     assert "plots" not in {f.path for f in client(sqlite_uri).list_artifacts(res.run_id)}
-
-
-# ---------------------------------------------------------------------------- fallbacks
-
-
-def test_mlflow_failure_mid_run_falls_back_and_marks_failed(sqlite_uri, tmp_path, monkeypatch):
-    from mlflow import MlflowClient
-
-    monkeypatch.chdir(tmp_path)
-
-    def boom(self, *a, **k):
-        raise RuntimeError("disk I/O error\nsecond line")
-
-    monkeypatch.setattr(MlflowClient, "log_artifacts", boom)
-    res = log_family(**kwargs(sqlite_uri, tmp_path))
-    assert not res.logged and res.run_id
-    assert res.error == "RuntimeError: disk I/O error second line"  # one line
-    assert client(sqlite_uri).get_run(res.run_id).info.status == "FAILED"
-    rec = json.loads((res.fallback_path / "mlflow.json").read_text())
-    assert rec["partial_run_id"] == res.run_id and rec["error"] == res.error
-    assert res.fallback_path.name.endswith("-smoke_adamw")
-    # the verdicts of the tests that use it join its folder, to be synced as one run
-    v = log_verdict(res, record=record())
-    assert not v.logged and v.fallback_path == res.fallback_path
-    rec = json.loads((res.fallback_path / "mlflow.json").read_text())
-    assert rec["tags"]["verdict.check.adamw"] == "regressed" and rec["tags"]["verdict"] == "regressed"
-    assert (res.fallback_path / "verdicts" / "check.adamw.md").read_text() == tp.verdict_markdown(record())
-
-
-def test_a_verdict_that_cannot_reach_its_logged_run_is_kept(sqlite_uri, tmp_path, monkeypatch):
-    from mlflow import MlflowClient
-
-    monkeypatch.chdir(tmp_path)
-    res = log_family(**kwargs(sqlite_uri, tmp_path))
-    assert res.logged
-
-    def boom(self, *a, **k):
-        raise RuntimeError("server went away")
-
-    real_set_tag = MlflowClient.set_tag
-
-    monkeypatch.setattr(MlflowClient, "set_tag", boom)
-    v = log_verdict(res, record=record(), fallback_dir=tmp_path / "unlogged")
-    assert not v.logged and v.run_id == res.run_id and v.error == "RuntimeError: server went away"
-    rec = json.loads((v.fallback_path / "mlflow.json").read_text())
-    assert rec["attach_to"] == res.run_id and rec["verdicts"] == {"check.adamw": "regressed"}
-    assert (v.fallback_path / "verdicts" / "check.adamw.json").is_file()
-
-    monkeypatch.setattr(MlflowClient, "set_tag", real_set_tag)  # the store is back: sync adds the
-    # verdict to the run it belongs to
-    from harness.mlflow_sync import pending, sync
-
-    out = sync(v.fallback_path.parent, uri=sqlite_uri)
-    assert out.failed == {} and out.logged == {str(v.fallback_path): res.run_id}
-    tags = client(sqlite_uri).get_run(res.run_id).data.tags
-    assert tags["verdict.check.adamw"] == "regressed" and tags["verdict"] == "regressed"
-    assert "verdicts/check.adamw.md" in [f.path for f in client(sqlite_uri).list_artifacts(res.run_id, "verdicts")]
-    assert pending(v.fallback_path.parent) == []
-
-
-def test_malformed_seed_log_falls_back(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    res = log_family(**kwargs("sqlite:///never.db", tmp_path, seed_logs=[{"curve": [["x", 1.0]]}]))
-    assert not res.logged and "could not build the MLflow payload" in res.error
-    assert (res.fallback_path / "analysis.json").exists() and (res.fallback_path / "intervals.csv").exists()
-    assert not (tmp_path / "never.db").exists()
-    assert not log_verdict(res, record=record()).logged
-    assert json.loads((res.fallback_path / "mlflow.json").read_text())["verdicts"] == {"check.adamw": "regressed"}
-
-
-def test_fallback_write_failure_is_reported_not_raised(tmp_path):
-    blocker = tmp_path / "unlogged"
-    blocker.write_text("a file where the fallback dir should be")
-    uri = f"http://127.0.0.1:{free_port()}"
-    res = log_family(**kwargs(uri, tmp_path, fallback_dir=blocker))
-    assert not res.logged and res.fallback_path is None
-    assert "unreachable" in res.error and "fallback write" in res.error
-    v = log_verdict(res, record=record(), fallback_dir=blocker)
-    assert not v.logged and v.fallback_path is None
-
-

@@ -61,7 +61,7 @@ def test_two_processes_prepare_and_log_on_new_db(tmp_path):
     runs = c.search_runs([tracking.experiment_id(c, "seedstab/smoke")])
     assert sorted(r.info.run_name for r in runs) == ["smoke/fa", "smoke/fb", "smoke/shared"]
     assert [e.name for e in c.search_experiments()].count("seedstab/smoke") == 1
-    created = [line.split()[2] for out in outs for line in out.splitlines() if line.startswith("RESULT shared")]
+    created = [line.split()[3] for out in outs for line in out.splitlines() if line.startswith("RESULT shared")]
     assert sorted(created) == ["False", "True"]  # one process made it, the other found it
 
 
