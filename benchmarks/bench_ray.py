@@ -1,7 +1,7 @@
 """A family's seeds trained by local Ray workers vs one after another in this process.
 Prints numbers; never asserts.
 
-    python benchmarks/bench_ray.py [SPEC[::FAMILY]] [--seeds 4] [--steps 300] [--workers 2] [--repeats 2]
+    python benchmarks/bench_ray.py [SPEC[::FAMILY]] [--seeds 4] [--steps 200] [--workers 2] [--repeats 2]
 
 Both runs train the same seeds cold into fresh temporary stores, 1 torch thread per seed:
 in this process one after another (``LocalExecutor``), and as Ray tasks with ``num_cpus=1``
@@ -47,7 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("spec", nargs="?", default=str(ROOT / "suites/smoke/smoke.yaml::adam"))
     ap.add_argument("--seeds", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray cluster")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
@@ -59,7 +59,8 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.1f}")
 
     t = time.perf_counter()
-    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    # "local": a new cluster, never one a `ray start` left behind on this machine
+    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     startup = time.perf_counter() - t
     print(f"ray startup (local cluster, {args.workers} CPUs): {startup:.1f} s")
     remote = RayExecutor(num_cpus=1)

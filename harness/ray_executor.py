@@ -97,8 +97,12 @@ class RayExecutor:
                 ray.init(address=address)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = "--seedstab-ray-address" if self.address else "RAY_ADDRESS"
+                hint = ""
+                if _auth_failed(e):  # `ray start` turns token authentication on; ray.init does not
+                    hint = ("; the cluster wants its token: set RAY_AUTH_MODE=token here (the token "
+                            "from ~/.ray/auth_token or RAY_AUTH_TOKEN)")
                 raise ExecutorError(f"{where}: cannot connect to the Ray cluster at {address!r}: "
-                                    f"{_first_line(e)}") from e
+                                    f"{_first_line(e)}{hint}") from e
         self.started = True
         self.startup_s = time.perf_counter() - t0
         log.info("ray: %s in %.1f s (%s)", "connected" if address else "started a local cluster",
@@ -161,6 +165,16 @@ class RayExecutor:
         env = f", runtime_env={self.runtime_env!r}" if self.runtime_env is not None else ""
         return (f"RayExecutor(address={self.address!r}, num_cpus={self.num_cpus}, "
                 f"num_gpus={self.num_gpus}, max_retries={self.max_retries}{env})")
+
+
+def _auth_failed(e: BaseException | None) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _non_negative(key: str, value: Any) -> float:
