@@ -130,9 +130,13 @@ class RayExecutor:
         if self.runtime_env is not None:
             options["runtime_env"] = self.runtime_env
         task = ray.remote(fn).options(**options)
-        index = {task.remote(job): i for i, job in enumerate(jobs)}
-        pending = list(index)
+        index: dict[Any, int] = {}
+        pending: list[Any] = []
         try:
+            for i, job in enumerate(jobs):  # inside the try: Ctrl-C while submitting cancels too
+                ref = task.remote(job)
+                index[ref] = i
+                pending.append(ref)
             while pending:
                 done, pending = ray.wait(pending, num_returns=1, timeout=_POLL_S)
                 for ref in done:
