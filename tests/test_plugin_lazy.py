@@ -45,11 +45,12 @@ def test_collect_only_imports_nothing_heavy(tmp_path):
 
 
 def test_the_plugins_spelled_out_constants_match_the_library():
-    from harness import baselines, executors, plugin, pytest_summary, session, stats
+    from harness import baselines, executors, plugin, progress, pytest_summary, session, stats
     from harness.family import DEFAULT_STORE
 
     assert plugin.CI_METHODS == stats.CI_METHODS
     assert plugin.EXECUTORS == executors.EXECUTORS
+    assert plugin.PROGRESS_MODES == progress.PROGRESS_MODES
     assert pytest_summary.OBTAINED_SUFFIX == baselines.OBTAINED_SUFFIX
     assert session.DEFAULT_STORE == DEFAULT_STORE
 
