@@ -118,17 +118,19 @@ class StabilitySession:
         if key not in self._families:
             self._families[key] = self._obtain(cfg)
         if key not in self._analyses:
-            from harness.analysis import analyze_family
+            from harness.analysis_cache import analyze_cached
 
-            self._analyses[key] = analyze_family(self._families[key], options=self.options)
+            self._analyses[key] = analyze_cached(self._families[key], options=self.options,
+                                                 cache_dir=Path(self.store) / "analyses")
         return key, self._analyses[key]
 
     def analysis(self, path: str | Path, name: str) -> Analysis:
         key = self.key(path, name)
         if key not in self._analyses:
-            from harness.analysis import analyze_family
+            from harness.analysis_cache import analyze_cached
 
-            self._analyses[key] = analyze_family(self.family(path, name), options=self.options)
+            self._analyses[key] = analyze_cached(self.family(path, name), options=self.options,
+                                                 cache_dir=Path(self.store) / "analyses")
         return self._analyses[key]
 
     def compare(self, path: str | Path, baseline: str, candidate: str, *, metrics: list[str],
