@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 import torch  # noqa: F401  (see tests/test_plugin.py: torch must be imported outside pytester runs)
 
-import harness.family  # noqa: F401  (imported outside the inner runs, as torch)
+# Everything the inner runs import, imported here first (as torch): pytester drops modules
+# first imported inside a run, and a later test would see a second copy of their classes.
+import harness.analysis  # noqa: F401
+import harness.baseline_fixture  # noqa: F401
+import harness.family  # noqa: F401
+import harness.gate  # noqa: F401
+import harness.stats  # noqa: F401
 import harness.plugin as plugin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +48,20 @@ defaults:
 families:
   a: {}
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_imports(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Load a suite once outside the inner runs: validating its optimizer imports parts of
+    torch lazily, and pytester drops modules first imported inside a run (torch's operator
+    libraries then fail to register a second time, in later tests of the same process)."""
+    from harness.config import load_suite
+    import harness.executors  # noqa: F401
+    import harness.session  # noqa: F401
+
+    path = tmp_path_factory.mktemp("warm") / "s.yaml"
+    path.write_text(SUITE)
+    load_suite(path)
 
 
 @pytest.fixture
