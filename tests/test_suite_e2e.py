@@ -87,24 +87,29 @@ def test_suite_logs_to_a_real_mlflow_server(suite_dir, mlflow_server, tmp_path):
     exp = client.get_experiment_by_name("seedstab/e2e")
     assert exp is not None
     parents = client.search_runs([exp.experiment_id], filter_string="tags.role = 'candidate'")
-    names = {r.info.run_name for r in parents if "mlflow.parentRunId" not in r.data.tags}
-    assert {"test_baseline[base]:base", "test_controls_are_reported[wide]:wide"} <= names
-    run = next(r for r in parents if r.info.run_name == "test_baseline[base]:base")
-    assert run.data.tags["verdict"] == "pass" and run.data.tags["suite"] == "e2e"
+    parents = [r for r in parents if "mlflow.parentRunId" not in r.data.tags]
+    # one run per family per session, each test's (and the YAML check's) verdict on it
+    assert sorted(r.info.run_name for r in parents) == ["e2e/base", "e2e/wide"]
+    run = next(r for r in parents if r.info.run_name == "e2e/base")
+    tags = run.data.tags
+    assert tags["verdict"] == "pass" and tags["suite"] == "e2e"
+    assert tags["verdict.test_baseline.base"] == "pass" and tags["verdict.check.base"] == "pass"
+    assert tags["verdict.test_controls_are_reported.base"] == "pass"
     assert run.data.params["model.d_model"] == "16"
     history = client.get_metric_history(run.info.run_id, "head_stability.all_anchors")
     assert sorted(m.step for m in history) == [0, 1]  # per layer, as steps
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"analysis.json", "verdict.json", "plots"} <= arts
+    assert {"analysis.json", "verdicts", "plots"} <= arts
     plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"layer_stability.png", "heatmap.png", "meta_sne.png"} <= plots, plots
-    verdict = json.loads(Path(client.download_artifacts(run.info.run_id, "verdict.json", str(tmp_path))).read_text())
+    verdicts = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "verdicts")}
+    assert "test_baseline.base.json" in verdicts, verdicts
+    verdict = json.loads(Path(client.download_artifacts(
+        run.info.run_id, "verdicts/test_baseline.base.json", str(tmp_path))).read_text())
     assert verdict["verdict"] == "pass"
     children = client.search_runs([exp.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert len(children) == 6 and all(c.data.metrics.get("final_perplexity", 0) > 1 for c in children)
-    check_run = next(r for r in parents if r.info.run_name == "base:base")  # the YAML check item
-    assert check_run.data.tags["verdict"] == "pass"
 
 
 def test_suite_under_xdist_with_the_sqlite_default(suite_dir):
@@ -122,7 +127,7 @@ def test_suite_under_xdist_with_the_sqlite_default(suite_dir):
     exp = client.get_experiment_by_name("seedstab/e2e")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 10  # 5 tests x 1 family, twice
+    assert len(parents) == 4  # a run per family per session (2 x 2), whichever worker logged first
     # each family's seeds were trained exactly once across both workers and both runs
     trained = list((suite_dir / "store").glob("*/cpu-t1/init*"))
     assert len([p for p in trained if p.is_dir() and ".corrupt" not in p.name]) == 12
@@ -192,5 +197,6 @@ def test_edited_user_optimizer_reaches_the_gate_as_a_regression(tmp_path):
     assert "REGRESSED suites/edit.yaml::mine" in edited.stdout, edited.stdout  # the YAML check
     assert "REGRESSED suites/test_edit.py::test_gate" in edited.stdout  # and the fixture
     assert "STALE" not in edited.stdout, edited.stdout
-    keys = sorted(p.name for p in (d / "store").iterdir() if p.is_dir())
+    # the store's trained families (beside them, "analyses" caches the session's analyses)
+    keys = sorted(p.name for p in (d / "store").iterdir() if p.is_dir() and p.name != "analyses")
     assert len(keys) == 2 and all("-code" in k for k in keys), keys  # the edit retrained under a new key
