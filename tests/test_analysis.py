@@ -216,7 +216,7 @@ def test_a_dead_layer_gives_named_nan_not_a_crash(cfg, store):
     assert np.isnan(norm.value[1]) and np.isnan(norm.lo[1]) and np.isfinite(norm.value[0])
     assert a.info["degenerate"] == ["content_specific_normalized.all_anchors layer 1: null = 1 (attention does "
                                     "not depend on the prompt: every head uniform)"]
-    assert np.allclose(a["content_specific.all_anchors"].value[1], 0.0, atol=1e-9)
+    assert np.allclose(a["content_specific.all_anchors"].value[1], 0.0, atol=1e-6)  # similarity: float32 products
     assert a.info["undefined_correlations"]["importance.spearman"] > 0  # constant stability: r = 0, counted
 
 
