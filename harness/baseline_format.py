@@ -3,7 +3,7 @@
 Layout: ``<root>/<device-class>/<suite>/<test>.json``, ``<test>`` being the pytest node name
 made safe for file names (``test_x[adam-8]`` -> ``test_x-adam-8``). A failing or missing
 check writes ``<test>.obtained.json`` beside it (same format), so accepting a result is a
-rename or a rerun with ``--update-baselines``.
+rename or a rerun with ``--seedstab-update-baselines``.
 
 File format (schema version :data:`SCHEMA_VERSION`), keys sorted, floats rounded to 6
 significant digits, numeric lists on one line so a diff shows which layer moved::

@@ -23,7 +23,7 @@ from harness.results import Measurement
 
 __all__ = ["Baseline", "BaselineError", "write_baseline", "read_baseline"]
 
-_FIX = "fix it by hand, or rewrite it by rerunning the test with --update-baselines"
+_FIX = "fix it by hand, or rewrite it by rerunning the test with --seedstab-update-baselines"
 
 
 class BaselineError(Exception):
@@ -211,7 +211,7 @@ def read_baseline(path: str | os.PathLike[str]) -> Baseline:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BaselineError(f"{path}: no such baseline file; create it by rerunning the test "
-                            "with --update-baselines") from None
+                            "with --seedstab-update-baselines") from None
     except (OSError, UnicodeDecodeError) as e:
         raise _fail(path, f"cannot be read ({e})") from None
     try:

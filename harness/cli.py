@@ -62,8 +62,8 @@ def _training(args: argparse.Namespace) -> Iterator[dict]:
     if args.ray_address and args.executor != "ray":
         raise ValueError("--ray-address is for --executor ray; add it or drop the address")
     if args.executor == "ray" and importlib.util.find_spec("ray") is None:
-        raise ValueError("--executor ray: the ray package is not installed (pip install ray), "
-                         "or use --executor local")
+        raise ValueError("--executor ray needs the [ray] extra: pip install 'seedstab[ray]' "
+                         "(or use --executor local)")
     from harness.executors import make_executor
 
     executor = make_executor(args.executor, address=args.ray_address or os.environ.get("RAY_ADDRESS") or None)
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--ci-method", choices=CI_METHODS, default="jackknife-t",
                    help="confidence intervals: jackknife-t over seeds (default; nominal coverage at 4-10 "
                         "seeds) or the percentile Multi-Bootstrap (undercovers small families)")
-    a.add_argument("--no-progress", action="store_true")
+    _add_training(a)
 
     c = sub.add_parser(
         "check", help="is a changed family less stable than its reference? (the gate, outside pytest)",
@@ -221,9 +221,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from harness.report import analyze_command
 
-    return analyze_command(_families(args.spec), out=Path(args.out), store=_store_dir(args),
-                           device=args.device, n_boot=args.n_boot, ci_method=args.ci_method,
-                           progress=not args.no_progress)
+    with _training(args) as training:
+        return analyze_command(_families(args.spec), out=Path(args.out), store=_store_dir(args),
+                               device=args.device, n_boot=args.n_boot, ci_method=args.ci_method,
+                               **training)
 
 
 def _checks(args: argparse.Namespace):
@@ -284,7 +285,8 @@ def _override(check, overrides):
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from harness.analysis import AnalysisOptions, analyze_family
+    from harness.analysis import AnalysisOptions
+    from harness.analysis_cache import analyze_cached
     from harness.family import device_class, obtain_family, resolve_device
     from harness.gate import baseline_metrics, run_check
     from harness.verdict import check_parameters
@@ -302,7 +304,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             key = (cfg.source, cfg.name, tuple(cfg.seeds))
             if key not in cache:
                 fam = obtain_family(cfg, store=store, device=args.device, **training)
-                cache[key] = analyze_family(fam, options=options)
+                cache[key] = analyze_cached(fam, options=options, cache_dir=Path(store) / "analyses")
             return cache[key]
 
         failed, updated = 0, set()

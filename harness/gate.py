@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shlex
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,7 +242,7 @@ def run_check(check: CheckSpec, *, analyze: Callable[[FamilyConfig], Analysis], 
                      generator=generator, n_perm=n_perm, inconclusive=policy)  # type: ignore[arg-type]
     notes = list(verdict.notes) + header_notes(stored.header, current)
     if update:
-        notes.append(f"the reference's baseline was rewritten by --update-baselines before this comparison")
+        notes.append(f"the reference's baseline was rewritten by --seedstab-update-baselines before this comparison")
     if check.same_family and verdict.status in ("regressed", "inconclusive"):
         # what would be the new baseline: the candidate's seeds in the header, not the reference's
         obtained = obtained_path(path)
@@ -257,13 +256,10 @@ def run_check(check: CheckSpec, *, analyze: Callable[[FamilyConfig], Analysis], 
         cmd = None  # rewriting the reference does not accept a change made in another family
         verdict = dataclasses.replace(verdict, notes=verdict.notes + (
             f"if the change is intended, make {cand_cfg.name} the reference (the check's "
-            f"`reference:`) and write its baseline with --update-baselines",))
+            f"`reference:`) and write its baseline with --seedstab-update-baselines",))
     return done(verdict, cmd=cmd)
 
 
 def _safe(a: Analysis, metrics: Sequence[str]) -> dict[str, Measurement]:
     return {m: a.measurements[m] for m in metrics if m in a.measurements}
 
-
-def update_command_for(nodeid: str) -> str:
-    return f"pytest {shlex.quote(nodeid)} --update-baselines"

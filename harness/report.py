@@ -25,7 +25,8 @@ MIN_SEEDS = 3
 
 
 def analyze_command(families: Sequence[Any], *, out: Path, store: Path, device: str | None = None,
-                    n_boot: int = 1000, ci_method: str = "jackknife-t", progress: bool = True) -> int:
+                    n_boot: int = 1000, ci_method: str = "jackknife-t", progress: str | bool = "auto",
+                    pack: int | None = None, executor: Any = None) -> int:
     """Train or load each family (``FamilyConfig``), analyze it, compare every family after
     the first with the first, write ``out/report.json`` and the PNGs, print a table.
 
@@ -34,7 +35,8 @@ def analyze_command(families: Sequence[Any], *, out: Path, store: Path, device: 
     counts, too few seeds for a test) are recorded as skipped with the reason.
     """
     from harness import plots
-    from harness.analysis import AnalysisOptions, analyze_family, compare_families, probe_tokens
+    from harness.analysis import AnalysisOptions, compare_families, probe_tokens
+    from harness.analysis_cache import analyze_cached
     from harness.capture import capture_family
     from harness.family import obtain_family
     from harness.store import Store
@@ -56,10 +58,11 @@ def analyze_command(families: Sequence[Any], *, out: Path, store: Path, device: 
     notes: list[str] = []
     for cfg in families:
         key = _unique(cfg.name, analyses)
-        fam = obtain_family(cfg, store=store_, device=device, progress=progress)
-        say = (lambda msg, _n=key: print(f"{_n}: {msg}", file=sys.stderr, flush=True)) if progress else None
+        fam = obtain_family(cfg, store=store_, device=device, progress=progress, pack=pack, executor=executor)
+        say = ((lambda msg, _n=key: print(f"{_n}: {msg}", file=sys.stderr, flush=True))
+               if progress not in (False, "off") else None)
         try:
-            analysis = analyze_family(fam, options=options, progress=say)
+            analysis = analyze_cached(fam, options=options, cache_dir=Path(store) / "analyses", progress=say)
         except ValueError as e:  # say which family; the message itself names the problem
             raise ValueError(f"{cfg.source}: {cfg.name}: analysis failed: {e}") from e
         analyses[key] = analysis

@@ -23,6 +23,10 @@ class ConfigError(ValueError):
         where = f"{self.source}: {key}: " if key else f"{self.source}: "
         super().__init__(where + message)
 
+    def __reduce__(self):
+        # pickles (to and from worker processes) with the three parts, not the joined message
+        return (type(self), (self.source, self.key, self.detail))
+
 
 @dataclass(frozen=True)
 class ModelConfig:

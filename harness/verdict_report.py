@@ -53,7 +53,7 @@ _TITLES = {
     "missing": "MISSING baseline: there is no stored reference to compare against yet",
     "invalid": "INVALID: the check cannot be decided",
     "underpowered": "UNDERPOWERED: refused, this check could never fail",
-    "updated": "baseline UPDATED (--update-baselines)",
+    "updated": "baseline UPDATED (--seedstab-update-baselines)",
 }
 
 

@@ -139,7 +139,7 @@ class Plan:
         ways = []
         if paired_need is not None:
             ways.append(f"give both families at least {paired_need} shared seeds (the reference's "
-                        "baseline too: add seeds to it and rewrite it with --update-baselines)")
+                        "baseline too: add seeds to it and rewrite it with --seedstab-update-baselines)")
         if fresh_need is not None:
             ways.append(f"or check {fresh_need} fresh candidate seeds unpaired against the "
                         f"reference's {self.n_reference_seeds}")

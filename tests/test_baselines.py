@@ -189,7 +189,7 @@ def test_read_errors_name_file_problem_and_fix(tmp_path: Path, mangle, match: st
     with pytest.raises(BaselineError, match=match) as e:
         read_baseline(path)
     msg = str(e.value)
-    assert msg.startswith(f"{path}: ") and "--update-baselines" in msg
+    assert msg.startswith(f"{path}: ") and "--seedstab-update-baselines" in msg
 
 
 def _cut(x: list, m: int, axes: int) -> list:
@@ -233,7 +233,7 @@ def test_read_checks_seed_axes_against_header(tmp_path: Path, mangle, match: str
     with pytest.raises(BaselineError, match=match) as e:
         read_baseline(path)
     msg = str(e.value)
-    assert msg.startswith(f"{path}: ") and "--update-baselines" in msg
+    assert msg.startswith(f"{path}: ") and "--seedstab-update-baselines" in msg
 
 
 def test_stored_baselines_are_readable() -> None:
@@ -249,7 +249,7 @@ def test_stored_baselines_are_readable() -> None:
         if b.header["schema_version"] != SCHEMA_VERSION:
             old.append(f"{p.relative_to(root.parent)} (schema {b.header['schema_version']})")
     assert not old, (f"baselines not in schema version {SCHEMA_VERSION}, rewrite them with "
-                     f"--update-baselines: {', '.join(old)}")
+                     f"--seedstab-update-baselines: {', '.join(old)}")
 
 
 def test_read_invalid_json_gives_line(tmp_path: Path) -> None:
@@ -260,7 +260,7 @@ def test_read_invalid_json_gives_line(tmp_path: Path) -> None:
     path.write_text("\n".join(lines))
     with pytest.raises(BaselineError, match=r"invalid JSON at line 4, column \d+") as e:
         read_baseline(path)
-    assert str(path) in str(e.value) and "--update-baselines" in str(e.value)
+    assert str(path) in str(e.value) and "--seedstab-update-baselines" in str(e.value)
 
 
 @pytest.mark.parametrize("content, match", [
@@ -275,7 +275,7 @@ def test_read_other_bad_files(tmp_path: Path, content: str, match: str) -> None:
 
 
 def test_read_missing_and_unreadable(tmp_path: Path) -> None:
-    with pytest.raises(BaselineError, match="no such baseline file.*--update-baselines"):
+    with pytest.raises(BaselineError, match="no such baseline file.*--seedstab-update-baselines"):
         read_baseline(tmp_path / "nope.json")
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(BaselineError, match="cannot be read"):

@@ -92,7 +92,7 @@ def test_contradictions_are_one_line(captured, spec, tmp_path, capsys, monkeypat
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     assert train(spec, tmp_path, "--executor", "ray") == 2
-    assert "--executor ray: the ray package is not installed (pip install ray)" in capsys.readouterr().err
+    assert "--executor ray needs the [ray] extra: pip install 'seedstab[ray]'" in capsys.readouterr().err
     assert not captured
 
 

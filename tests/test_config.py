@@ -276,3 +276,12 @@ def test_importing_the_facade_imports_no_torch():
     code = "import sys, harness.config; print(sorted(m for m in ('torch', 'yaml') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "['yaml']", out.stdout + out.stderr
+
+
+def test_config_error_pickles_with_its_parts() -> None:
+    import pickle
+
+    e = ConfigError("suite.yaml", "train.lr", "must be > 0")
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is ConfigError and str(back) == str(e)
+    assert (back.source, back.key, back.detail) == ("suite.yaml", "train.lr", "must be > 0")

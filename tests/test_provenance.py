@@ -167,10 +167,10 @@ def test_harness_digest_follows_training_code_not_docstrings(harness_copy):
     edit(family, '"""The baseline class of a device', '"""The baseline (class) of a device')
     family.write_text(family.read_text() + "\n# a comment\n")
     assert harness_digest(root=root) == base
-    for name in ("store.py", "analysis.py", "metrics/heads.py", "plugin.py"):
+    for name in ("store.py", "analysis/analyze.py", "metrics/heads.py", "plugin.py"):
         (root / name).write_text((root / name).read_text() + "\nEDITED = True\n")
     assert harness_digest(root=root) == base, "only the training path counts"
-    for name in ("family.py", "config.py", "model.py", "train.py", "data.py"):
+    for name in ("family.py", "config.py", "spec_validate.py", "import_paths.py", "model.py", "train.py", "data.py"):
         before = harness_digest(root=root)
         (root / name).write_text((root / name).read_text() + "\nEDITED = True\n")
         assert harness_digest(root=root) != before, name
@@ -188,7 +188,7 @@ def test_metric_digest_follows_measurement_code_not_docstrings(harness_copy):
     for name in ("family.py", "train.py", "store.py", "verdict.py"):
         (root / name).write_text((root / name).read_text() + "\nEDITED = True\n")
     assert metric_digest(root=root) == base, "training code is not measurement code"
-    for name in ("metrics/heads.py", "metrics/cka.py", "analysis.py", "capture.py", "results.py"):
+    for name in ("metrics/heads.py", "metrics/cka.py", "analysis/analyze.py", "capture.py", "results.py"):
         before = metric_digest(root=root)
         (root / name).write_text((root / name).read_text() + "\nEDITED = True\n")
         assert metric_digest(root=root) != before, name
