@@ -48,6 +48,8 @@ HARNESS_TRAINING_FILES = (
     "train.py",  # the loop, the optimizer, the RNG and determinism settings
     "data.py",  # the synthetic language and file sources
     "family.py",  # seed and device plumbing
+    "units.py",  # what one unit of training (a seed, or a packed chunk) runs
+    "packed.py",  # seeds trained together as one batched model
     "config.py",  # the spec names training code imports (a rebinding there changes what trains)
     "spec.py",  # the spec dataclasses: derived sizes, seed pairs, vocabulary
     "spec_load.py",  # defaults and extends merge into the spec that trains
