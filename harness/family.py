@@ -70,7 +70,7 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {spec!r} was asked for, but torch sees no CUDA device "
-                           f"(torch {torch.__version__}); use --device cpu or auto")
+                           f"(torch {torch.__version__}); use --seedstab-device cpu (pytest) or --device cpu (seedstab CLI), or auto")
     return torch.device(spec)
 
 
