@@ -124,6 +124,9 @@ class StabilityBaseline:
 
     def _finish(self, verdict: Verdict, seeds_ref: Any, seeds: Any) -> Verdict:
         __tracebackhide__ = True
+        from harness.session_tracking import VERDICTS
+
+        self._node.stash.setdefault(VERDICTS, []).append(verdict)  # its rows reach the MLflow run
         self._record(verdict.status, verdict.written)
         report = format_report(verdict, seeds_reference=seeds_ref, seeds_candidate=seeds,
                                update_command=self.update_command)
