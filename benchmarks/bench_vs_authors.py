@@ -6,6 +6,9 @@ softmax patterns, 0.8 GiB float32); residual streams [8, 8, 100, 64, 64] (a shar
 plus seed noise). The loops (``authors_loop.py``) are run on a few prompts, layers or seed
 pairs and scaled linearly by the iteration count to the full family; each line says how.
 Agreement is the max abs difference between the loop and the harness on what the loop ran.
+Times are CPU seconds of this process (``time.process_time``), which a shared, loaded
+machine inflates far less than wall-clock seconds; the ratio is taken on them, and the
+wall-clock ratio is printed beside it. The load average is printed at the start and end.
 
     python benchmarks/bench_vs_authors.py [--threads 1] [--loop-prompts 4]
 """
@@ -40,14 +43,34 @@ from harness.metrics import heads as hm  # noqa: E402
 M, L, P, H, T = 8, 8, 100, 8, 64
 
 
+class Seconds(float):
+    """CPU seconds, carrying the wall-clock seconds of the same run."""
+
+    wall: float
+
+    def __new__(cls, cpu: float, wall: float) -> "Seconds":
+        obj = super().__new__(cls, cpu)
+        obj.wall = wall
+        return obj
+
+    def __mul__(self, k: float) -> "Seconds":  # linear extrapolation of both clocks
+        return Seconds(float(self) * k, self.wall * k)
+
+    __rmul__ = __mul__
+
+    def __add__(self, other: "Seconds") -> "Seconds":
+        return Seconds(float(self) + float(other), self.wall + other.wall)
+
+
 def timed(fn):
-    t0 = time.perf_counter()
+    w0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - t0, out
+    return Seconds(time.process_time() - c0, time.perf_counter() - w0), out
 
 
-def line(what: str, loop_s: float, ours_s: float, diff: float, how: str) -> None:
-    print(f"{what:34s} loop {loop_s:9.2f} s   ours {ours_s:7.3f} s   x{loop_s / ours_s:8.1f}   "
+def line(what: str, loop_s: Seconds, ours_s: Seconds, diff: float, how: str) -> None:
+    print(f"{what:34s} loop {loop_s:9.2f} s   ours {ours_s:7.3f} s   x{loop_s / ours_s:7.1f} "
+          f"(wall {loop_s.wall:8.2f} / {ours_s.wall:6.3f} s = x{loop_s.wall / ours_s.wall:6.1f})   "
           f"max|diff| {diff:.1e}   ({how})")
 
 
@@ -61,7 +84,7 @@ def anchor(pat: torch.Tensor) -> None:
     s_ours = hm.head_stability(hm.similarity(sub, pairs="anchor"), method="anchor").per_head
     line("anchor head stability", t_loop * P / k, t_ours, np.abs(s_ours - s_loop).max(),
          f"loop on {k} prompts x {P / k:g}; ours on all {P}")
-    print(f"{'':34s} (same metric from all M^2 seed pairs: {t_all:.3f} s)")
+    print(f"{'':34s} (same metric from all M^2 seed pairs: {t_all:.3f} s, wall {t_all.wall:.3f})")
 
 
 def full_set(pat: torch.Tensor) -> None:
@@ -81,6 +104,14 @@ def full_set(pat: torch.Tensor) -> None:
         return hs, out, hm.cross_layer_match(hs.X), hm.cross_layer_match(hs.X_null)
 
     t_ours, _ = timed(lambda: ours(pat))
+
+    def as_analysis(p: torch.Tensor):  # what harness/analysis.py needs: no cross-layer null
+        hs = hm.head_set(p, prompt_shift=1, cross_layer_null=False)
+        out = [hm.head_stability(hs.C, method=m) for m in ("anchor", "all_anchors", "hungarian")]
+        out.append(hm.head_stability(hs.C_null, method="all_anchors"))
+        return hs, out, hm.cross_layer_match(hs.X)
+
+    t_part, _ = timed(lambda: as_analysis(pat))
     hs = hm.head_set(sub, prompt_shift=1)
     diff = max(max(abs(v - float(hs.X[k])) for k, v in raw.items()),
                max(abs(v - float(hs.X_null[k])) for k, v in null.items()))
@@ -94,8 +125,11 @@ def full_set(pat: torch.Tensor) -> None:
                 hm.cross_layer_stability(pat, prompt_shift=1))
 
     t_sep, _ = timed(separate)
-    print(f"{'':34s} (same set as separate calls: similarity x2, cross_layer_stability x2: "
-          f"{t_sep:.3f} s)")
+    # its loop: the raw cross-layer loop plus the same-layer null, 1/L of the cross-layer one
+    line("head set as analysis.py needs it", (t_raw + t_null * (1 / L)) * (M * (M - 1) * P / 2),
+         t_part, diff, "no cross-layer null; loop scaled as above, its null part by 1/L")
+    print(f"{'':34s} (the full set as separate calls, similarity x2 and "
+          f"cross_layer_stability x2: {t_sep:.3f} s, wall {t_sep.wall:.3f})")
 
 
 def cka_targets() -> None:

@@ -106,8 +106,8 @@ def _check_kernel(kernel: str) -> None:
 
 
 def _prep(x: torch.Tensor, *, kernel: str, sigma2: float | None, bandwidth: Bandwidth,
-          name: str) -> hsic.Prep:
-    return hsic.prep(x, kernel=kernel, sigma2=sigma2, bandwidth=bandwidth, name=name)
+          name: str, out: torch.Tensor | None = None) -> hsic.Prep:
+    return hsic.prep(x, kernel=kernel, sigma2=sigma2, bandwidth=bandwidth, name=name, out=out)
 
 
 _cross = hsic.cross
@@ -201,10 +201,18 @@ def rbf_cka(
 
 def _pairwise_from_mats(
     mats: Sequence[torch.Tensor], *, kernel: str, sigma2: float | None, bandwidth: Bandwidth,
-    where: str,
+    where: str, buffers: list[torch.Tensor] | None = None,
 ) -> np.ndarray:
+    """[M, M] CKA of every pair of ``mats``; for rbf, ``buffers`` (one float32 [n, n] per
+    matrix, reused from one layer to the next) hold the centred Gram matrices."""
     m = len(mats)
-    preps = [_prep(x, kernel=kernel, sigma2=sigma2, bandwidth=bandwidth, name=f"{where}seed {i}")
+    if kernel == "rbf" and buffers is not None:
+        n = mats[0].shape[0]
+        if len(buffers) != m or buffers[0].shape != (n, n):
+            buffers[:] = [torch.empty(n, n, dtype=torch.float32, device=mats[0].device)
+                          for _ in range(m)]
+    preps = [_prep(x, kernel=kernel, sigma2=sigma2, bandwidth=bandwidth, name=f"{where}seed {i}",
+                   out=None if buffers is None or kernel != "rbf" else buffers[i])
              for i, x in enumerate(mats)]
     out = np.full((m, m), np.nan)  # (M, M)
     for a in range(m):
@@ -285,6 +293,7 @@ def layer_cka(
         raise ValueError(f"acts: exclude_first=True needs T >= 2 positions, got T={n_pos}")
     out = np.full((m, m, n_layers), np.nan)  # (M, M, L)
     idx = None
+    buffers: list[torch.Tensor] = []  # rbf: the seeds' Gram matrices, reused across layers
     for layer in range(n_layers):
         mats = [
             _matrix(_stack_tokens(acts[i, layer], exclude_first=exclude_first),
@@ -296,7 +305,8 @@ def layer_cka(
                 idx = _row_subsample(mats[0].shape[0], max_rows=max_rows, generator=generator)
             mats = [_take_rows(x, idx) for x in mats]
         out[:, :, layer] = _pairwise_from_mats(
-            mats, kernel=kernel, sigma2=sigma2, bandwidth=bandwidth, where=f"layer {layer}, ")
+            mats, kernel=kernel, sigma2=sigma2, bandwidth=bandwidth, where=f"layer {layer}, ",
+            buffers=buffers)
     return out
 
 
