@@ -58,6 +58,11 @@ class Seconds(float):
 
     __rmul__ = __mul__
 
+    def __truediv__(self, k: float) -> "Seconds | float":  # by a count: still seconds
+        if isinstance(k, Seconds):
+            return float(self) / float(k)
+        return Seconds(float(self) / k, self.wall / k)
+
     def __add__(self, other: "Seconds") -> "Seconds":
         return Seconds(float(self) + float(other), self.wall + other.wall)
 
