@@ -628,3 +628,14 @@ def test_metadata_covers_the_metrics() -> None:
         assert set(meta) == {"higher_is_better", "range", "invariances"}
         lo, hi = meta["range"]
         assert lo < hi and meta["invariances"]
+
+
+def test_pearson_spearman_treats_float32_noise_as_constant() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=8)
+    flat = 0.9 + 1e-8 * rng.normal(size=8)  # a dead layer: equal up to float32 accumulation noise
+    r_p, r_s = hm.pearson_spearman(x, flat)
+    assert np.isnan(r_p) and np.isnan(r_s)
+    small = 1e-4 * rng.normal(size=8)  # small values that do vary are not constant
+    r_p, _ = hm.pearson_spearman(small, small * 2 + 1e-5)
+    assert r_p == pytest.approx(1.0)

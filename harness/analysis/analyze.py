@@ -68,7 +68,7 @@ def analyze_family(family: Family, *, options: AnalysisOptions = AnalysisOptions
         say("step-0 ceiling")
         timed("step0", lambda: patterns.step0(family, tokens, agg, options))
     if options.cross_layer:
-        timed("cross_layer", lambda: patterns.cross_layer(cap, agg))
+        timed("cross_layer", lambda: patterns.cross_layer(cap, agg, stab.get("X")))
     say("controls and circuits")
     timed("controls", lambda: patterns.controls(cap, agg))
     say("CKA")

@@ -29,9 +29,12 @@ def min_rel_depth(per_layer: np.ndarray) -> float:
 
 def head_measurements(cap: FamilyCapture, agg: Aggregator, o: AnalysisOptions) -> dict[str, Any]:
     P = cap.shape["prompts"]
-    C = heads.similarity(cap.patterns)  # (L, M, H, M, H)
-    C_null = heads.similarity(cap.patterns, prompt_shift=o.null_shift % P or 1)
-    out: dict[str, Any] = {"C": C}
+    # one pass over the patterns: C, the null C at the shift, and (when asked for) the
+    # cross-layer X that C is read off
+    hset = heads.head_set(cap.patterns, prompt_shift=o.null_shift % P or 1, cross_layer=o.cross_layer,
+                          cross_layer_null=False)
+    C, C_null = hset.C, hset.C_null  # (L, M, H, M, H)
+    out: dict[str, Any] = {"C": C, "X": hset.X}
     for method in ("all_anchors", "hungarian"):
         hs = heads.head_stability(C, method=method)
         out[method] = hs
@@ -116,8 +119,9 @@ def step0(family: Family, tokens: torch.Tensor, agg: Aggregator, o: AnalysisOpti
                  desc="head stability of the untrained family (step 0): the ceiling uniform attention gives")
 
 
-def cross_layer(cap: FamilyCapture, agg: Aggregator) -> None:
-    cl = heads.cross_layer_stability(cap.patterns)
+def cross_layer(cap: FamilyCapture, agg: Aggregator, X: Any = None) -> None:
+    """``X``: the cross-layer similarity head_measurements computed, if it did."""
+    cl = heads.cross_layer_stability(cap.patterns) if X is None else heads.cross_layer_match(X)
     agg.pairwise("cross_layer.all_anchors", layer_mean(cl.pairwise), higher=True,
                  desc="best match over every layer of the other seed")
     same = np.asarray(cl.same_layer, dtype=float).mean(axis=(-1, -2))  # [M, M]

@@ -147,6 +147,9 @@ def pearson_spearman(
     layer, across heads) or ``[L]`` (query-weight norm vs S_l: one r across layers).
     Returns two float64 arrays of shape ``[...]`` (0-d for 1-D input). Where either side
     is constant along the axis (r undefined) or contains NaN, that r is NaN; no warning.
+    Constant means to float32 precision: a spread below 1e-6 of the largest magnitude
+    (similarities are accumulated from float32 products, so a dead layer's heads differ
+    by ~1e-8, and ranking that noise would report a correlation that is not there).
     """
     where = "pearson_spearman"
     x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
@@ -165,7 +168,7 @@ def pearson_spearman(
     for i, (a, b) in enumerate(zip(xs, ys)):
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             continue
-        if np.ptp(a) == 0 or np.ptp(b) == 0:
+        if _constant(a) or _constant(b):
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy's own near-constant warnings
@@ -250,3 +253,8 @@ metadata: dict[str, dict[str, object]] = {
                      "monotone increasing maps (Spearman)"),
     ),
 }
+
+
+def _constant(a: np.ndarray) -> bool:
+    """Constant to float32 precision (see :func:`pearson_spearman`)."""
+    return bool(np.ptp(a) <= 1e-6 * np.abs(a).max())
