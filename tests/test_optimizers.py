@@ -95,6 +95,7 @@ def test_schedule_free_stores_the_averaged_weights_and_resumes_bitwise():
 
     # by hand: the same run, its weights read in train mode (the training point) and after eval()
     from harness.model import build_model
+    from harness.data import BatchStream
     from harness.train import build_optimizer, data_source, deterministic, lm_losses
 
     init_seed, data_seed = cfg.seed_pair(0)
@@ -103,9 +104,9 @@ def test_schedule_free_stores_the_averaged_weights_and_resumes_bitwise():
         opt = build_optimizer(cfg, model)
         assert isinstance(opt, sf.AdamWScheduleFree)
         opt.train()
-        gen, src = torch.Generator().manual_seed(data_seed), data_source(cfg)
-        for _ in range(8):
-            batch = src.sample(2, generator=gen)
+        stream = BatchStream(data_source(cfg), batch_size=2, generator=torch.Generator().manual_seed(data_seed))
+        for step in range(8):
+            batch = stream.batch(step)  # the data order training uses
             loss, _ = lm_losses(model, batch.tokens, batch.copy_mask)
             opt.zero_grad()
             loss.backward()
