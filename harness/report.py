@@ -37,6 +37,7 @@ def analyze_command(families: Sequence[Any], *, out: Path, store: Path, device: 
     from harness import plots
     from harness.analysis import AnalysisOptions, compare_families, probe_tokens
     from harness.analysis_cache import analyze_cached
+    from harness.tracking_payload import jsonable
     from harness.capture import capture_family
     from harness.family import obtain_family
     from harness.store import Store
@@ -98,7 +99,7 @@ def analyze_command(families: Sequence[Any], *, out: Path, store: Path, device: 
     report = {"families": {k: a.to_dict() for k, a in analyses.items()}, "comparisons": comparisons,
               "plots": [p.name for p in written]}
     report_path = out / "report.json"
-    report_path.write_text(json.dumps(_json_safe(report), indent=1, allow_nan=False) + "\n")
+    report_path.write_text(json.dumps(jsonable(report), indent=1, allow_nan=False) + "\n")
 
     for a in analyses.values():
         print(format_table(a))
@@ -131,21 +132,6 @@ def _unique(name: str, taken: Mapping[str, Any]) -> str:
     while key in taken:
         key, k = f"{name}#{k}", k + 1
     return key
-
-
-def _json_safe(x: Any) -> Any:
-    """numpy -> plain Python, NaN/inf -> None (JSON has no NaN)."""
-    if isinstance(x, Mapping):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _json_safe(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 # ------------------------------------------------------------------------------ tables
